@@ -1,0 +1,1 @@
+"""jaxemb.losses."""

@@ -1,0 +1,9 @@
+"""Device meshes and data parallelism (see shared/design/training.md)."""
+
+from jaxemb.parallel._mesh import batch_sharding as batch_sharding
+from jaxemb.parallel._mesh import local_batch_size as local_batch_size
+from jaxemb.parallel._mesh import make_mesh as make_mesh
+from jaxemb.parallel._mesh import replicated as replicated
+from jaxemb.parallel._mesh import shard_batch as shard_batch
+
+__all__ = ["make_mesh", "batch_sharding", "replicated", "shard_batch", "local_batch_size"]

@@ -1,0 +1,28 @@
+"""Test configuration: 8 simulated CPU devices, set before JAX starts."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="session")
+def mesh8():
+    """A 1-D ``data`` mesh over the 8 simulated devices."""
+    from jaxemb.parallel import make_mesh
+
+    assert len(jax.devices()) == 8, jax.devices()
+    return make_mesh(data=8, model=1)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
