@@ -1,11 +1,10 @@
 """jaxemb.parallel basics: meshes, batch sharding, and global-view losses under sharding."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxemb.parallel import batch_sharding, make_mesh, replicated, shard_batch
+from jaxemb.parallel import batch_sharding, make_mesh, shard_batch
 
 
 def test_make_mesh_shapes():
@@ -73,4 +72,3 @@ def test_global_view_loss_sharded_equals_single_device(mesh8):
     for a, b in zip(g8, g1):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
     assert g8[0].sharding.is_equivalent_to(batch_sharding(mesh8), 2)
-    del jnp, replicated

@@ -60,7 +60,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     Examples:
       >>> from jaxemb.parallel import make_mesh, batch_sharding
       >>> batch_sharding(make_mesh()).spec
-      PartitionSpec('data',)
+      P('data',)
     """
     _check_mesh(mesh)
     return NamedSharding(mesh, P("data"))
