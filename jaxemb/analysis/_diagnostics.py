@@ -90,7 +90,7 @@ def spectrum(x: ArrayLike) -> jax.Array:
 def _rankme(x: jax.Array, eps: jax.Array) -> jax.Array:
     s = jnp.linalg.svd(_to_float(x), compute_uv=False)
     p = s / jnp.sum(jnp.abs(s)) + eps
-    return jnp.exp(-jnp.sum(p * jnp.log(p)))
+    return jnp.exp(-jnp.sum(jax.scipy.special.xlogy(p, p)))  # 0·log 0 = 0 when eps = 0
 
 
 def rankme(x: ArrayLike, *, eps: float = 1e-7) -> jax.Array:

@@ -40,8 +40,11 @@ def _finite_rows(x: jax.Array) -> jax.Array:
 
 
 def _check_finite_rows(x: Any, name: str) -> None:
-    """Raises naming the rows of ``x`` that hold NaN or inf (skipped for traced ``x``)."""
-    if not is_concrete(x):
+    """Raises naming the rows of ``x`` that hold NaN or inf.
+
+    Skipped for traced ``x`` and for multi-process arrays this process cannot read whole.
+    """
+    if not is_concrete(x) or (isinstance(x, jax.Array) and not x.is_fully_addressable):
         return
     ok = np.asarray(_finite_rows(x)) if isinstance(x, jax.Array) else np.isfinite(x).all(axis=1)
     if not ok.all():
