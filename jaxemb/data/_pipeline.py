@@ -13,7 +13,18 @@ import numpy as np
 from jaxemb import _validate
 
 
-def _read_batch(indices: np.ndarray, *, source, transform) -> Any:
+def _batched_reads(source) -> bool:
+    """Whether ``source.__getitems__`` works (tfds.testing.mock_data's mock of it does not)."""
+    getitems = getattr(source, "__getitems__", None)
+    if getitems is None:
+        return False
+    try:
+        return len(getitems([0])) == 1
+    except TypeError:
+        return False
+
+
+def _read_batch(indices: np.ndarray, *, source, transform, batched: bool) -> Any:
     """Reads the examples at ``indices``, applies ``transform`` to each and stacks them."""
     if isinstance(source, Mapping):  # columns of equal length: gather rows directly
         indices = np.asarray(indices)
@@ -22,8 +33,10 @@ def _read_batch(indices: np.ndarray, *, source, transform) -> Any:
         examples = [{k: np.asarray(v)[i] for k, v in source.items()} for i in indices]
         return jax.tree.map(lambda *xs: np.stack(xs), *[transform(ex) for ex in examples])
     index_list = [int(i) for i in indices]
-    getitems = getattr(source, "__getitems__", None)
-    examples = getitems(index_list) if getitems else [source[i] for i in index_list]
+    if batched:
+        examples = source.__getitems__(index_list)
+    else:
+        examples = [source[i] for i in index_list]
     if transform is not None:
         examples = [transform(ex) for ex in examples]
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *examples)
@@ -240,5 +253,7 @@ def make_pipeline(
     ds = ds.batch(local, drop_remainder=False)
     if shard_count > 1:
         ds = ds[shard_index::shard_count]
-    ds = ds.map(functools.partial(_read_batch, source=source, transform=transform))
+    batched = not isinstance(source, Mapping) and _batched_reads(source)
+    read = functools.partial(_read_batch, source=source, transform=transform, batched=batched)
+    ds = ds.map(read)
     return BatchIterator(ds, start_step=start_step, num_steps=steps, num_threads=num_threads)

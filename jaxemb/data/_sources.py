@@ -102,13 +102,13 @@ def embedded_builder(name: str, *, data_dir=None, config=None) -> tfds.core.Data
                 builder = make()
     if builder.builder_config is not None:
         saved = builder.data_path / _planted.CONFIG_FILENAME
-        want = _planted.config_fields(builder.builder_config)
-        if saved.exists() and json.loads(saved.read_text()) != json.loads(json.dumps(want)):
+        want = json.dumps(_planted.config_fields(builder.builder_config), sort_keys=True)
+        if saved.exists() and json.loads(saved.read_text()) != json.loads(want):
             raise ValueError(
                 f"The data directory {builder.data_path} holds a {name} dataset prepared with "
                 f"config {builder.builder_config.name!r} but different parameters "
-                f"({saved.read_text()}) from the ones requested ({json.dumps(want)}). Give the "
-                f"new config another name, or delete that directory to prepare it again."
+                f"({saved.read_text()}) from the ones requested ({want}). Give the new config "
+                f"another name, or delete that directory to prepare it again."
             )
     return builder
 
