@@ -1,1 +1,63 @@
-"""jaxemb.sae."""
+"""Sparse autoencoders for embeddings and activations (see shared/design/sae.md).
+
+Every SAE uses the SAELens layout ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``,
+``W_dec [d_sae, d_in]``, ``b_dec [d_in]``: ``pre = (x − b_dec) @ W_enc + b_enc`` and
+``x̂ = z @ W_dec + b_dec``. Variants (for now :class:`TopKSAE`) define their encoder and a
+``training_loss(x, *, dead_mask)`` method; initialisation, decoding, the unit-norm decoder
+tricks, dead-latent bookkeeping and the jitted training step are shared. Metrics live in
+:mod:`jaxemb.sae.metrics`, feature analysis in :mod:`jaxemb.sae.analysis`.
+
+Examples:
+  >>> import jax, optax
+  >>> from flax import nnx
+  >>> from jaxemb import sae
+  >>> x = jax.random.normal(jax.random.key(0), (256, 16))
+  >>> model = sae.TopKSAE(16, 64, k=4, rngs=nnx.Rngs(0))
+  >>> sae.init_b_dec(model, x)
+  >>> train_step, state = sae.make_train_step(model, optax.adam(1e-3))
+  >>> state, metrics = train_step(state, x)
+  >>> sorted(metrics)
+  ['auxk', 'dead_fraction', 'fvu', 'l0', 'loss', 'mse']
+"""
+
+from jaxemb.sae import analysis as analysis
+from jaxemb.sae import metrics as metrics
+from jaxemb.sae._base import SAEOutput as SAEOutput
+from jaxemb.sae._base import SparseCode as SparseCode
+from jaxemb.sae._base import TrainState as TrainState
+from jaxemb.sae._base import densify as densify
+from jaxemb.sae._base import geometric_median as geometric_median
+from jaxemb.sae._base import init_b_dec as init_b_dec
+from jaxemb.sae._base import init_sae_params as init_sae_params
+from jaxemb.sae._base import make_train_step as make_train_step
+from jaxemb.sae._base import normalize_decoder as normalize_decoder
+from jaxemb.sae._base import remove_parallel_grad as remove_parallel_grad
+from jaxemb.sae._base import sparse_decode as sparse_decode
+from jaxemb.sae._dead import DeadLatentState as DeadLatentState
+from jaxemb.sae._dead import dead_latents_init as dead_latents_init
+from jaxemb.sae._dead import dead_latents_update as dead_latents_update
+from jaxemb.sae._dead import dead_mask as dead_mask
+from jaxemb.sae._topk import TopKSAE as TopKSAE
+from jaxemb.sae._topk import topk_loss as topk_loss
+
+__all__ = [
+    "SAEOutput",
+    "SparseCode",
+    "TrainState",
+    "densify",
+    "sparse_decode",
+    "init_sae_params",
+    "init_b_dec",
+    "geometric_median",
+    "normalize_decoder",
+    "remove_parallel_grad",
+    "make_train_step",
+    "DeadLatentState",
+    "dead_latents_init",
+    "dead_latents_update",
+    "dead_mask",
+    "TopKSAE",
+    "topk_loss",
+    "metrics",
+    "analysis",
+]

@@ -1,0 +1,315 @@
+"""TopK sparse autoencoder (Gao et al. 2024) with the AuxK loss, in eai-sparsify semantics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.typing import ArrayLike
+
+from jaxemb import _validate as v
+from jaxemb.sae._base import (
+    SAEOutput,
+    SparseCode,
+    _sparse_decode,
+    check_batch,
+    check_code,
+    init_sae_params,
+    sum_squared_error,
+    total_variance,
+)
+from jaxemb.sae._dead import check_threshold
+
+
+class TopKSAE(nnx.Module):
+    """TopK sparse autoencoder: keep the ``k`` largest ReLU pre-activations of each row.
+
+    ``pre = (x − b_dec) @ W_enc + b_enc``; ``values, indices = top_k(relu(pre), k)``;
+    ``x̂ = Σ_j values_j W_dec[indices_j] + b_dec``. Train it with :func:`topk_loss`
+    (``FVU + aux_coef · AuxK``) through :func:`make_train_step`, which also keeps the decoder
+    rows unit-norm and tracks dead latents.
+
+    Args:
+      d_in: input width.
+      d_sae: number of latents.
+      k: active latents per row, ``1 <= k <= d_sae``.
+      rngs: ``nnx.Rngs`` whose ``params`` stream draws the initial weights.
+      dead_threshold: a latent is dead once it has not fired for more than this many tokens
+        (eai-sparsify's ``dead_feature_threshold``, default 10,000,000).
+      aux_coef: weight of the AuxK loss (eai-sparsify's ``auxk_alpha``, default 1/32).
+      init_encoder_from_decoder: initialise ``W_enc`` as ``W_decᵀ`` (Gao et al.).
+      normalize_decoder: keep decoder rows unit-norm during training (and remove the gradient
+        component parallel to them), as eai-sparsify's ``normalize_decoder=True``.
+      param_dtype: dtype of the parameters.
+
+    Attributes:
+      W_enc: ``nnx.Param [d_in, d_sae]``.
+      b_enc: ``nnx.Param [d_sae]``.
+      W_dec: ``nnx.Param [d_sae, d_in]``.
+      b_dec: ``nnx.Param [d_in]``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jaxemb import sae
+      >>> model = sae.TopKSAE(8, 32, k=2, rngs=nnx.Rngs(0))
+      >>> out = model(jnp.ones((3, 8)))
+      >>> out.reconstruction.shape, out.code.values.shape, out.pre_activations.shape
+      ((3, 8), (3, 2), (3, 32))
+
+    References:
+      Gao et al., "Scaling and evaluating sparse autoencoders" (2024); eai-sparsify
+      ``SparseCoder`` (``activation="topk"``), whose defaults are matched here.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        *,
+        k: int,
+        rngs: nnx.Rngs,
+        dead_threshold: int = 10_000_000,
+        aux_coef: float = 1 / 32,
+        init_encoder_from_decoder: bool = True,
+        normalize_decoder: bool = True,
+        param_dtype: Any = jnp.float32,
+    ):
+        v.check_int(d_in, "d_in", minimum=1)
+        v.check_int(d_sae, "d_sae", minimum=1)
+        v.check_int(k, "k", minimum=1, maximum=d_sae)
+        check_threshold(dead_threshold)
+        v.check_positive(aux_coef, "aux_coef", strict=False)
+        if not jnp.issubdtype(param_dtype, jnp.floating):
+            raise ValueError(f"param_dtype must be a float dtype; got {param_dtype!r}")
+        self.d_in = d_in
+        self.d_sae = d_sae
+        self.k = k
+        self.dead_threshold = dead_threshold
+        self.aux_coef = float(aux_coef)
+        self.normalize_decoder = bool(normalize_decoder)
+        p = init_sae_params(
+            rngs.params(),
+            d_in,
+            d_sae,
+            init_encoder_from_decoder=init_encoder_from_decoder,
+            dtype=param_dtype,
+        )
+        self.W_enc = nnx.Param(p["W_enc"])
+        self.b_enc = nnx.Param(p["b_enc"])
+        self.W_dec = nnx.Param(p["W_dec"])
+        self.b_dec = nnx.Param(p["b_dec"])
+
+    def pre_activations(self, x: ArrayLike) -> jax.Array:
+        """``(x − b_dec) @ W_enc + b_enc``, ``[N, d_sae]``, before the ReLU and the top-k.
+
+        Args:
+          x: ``[N, d_in]`` float inputs.
+
+        Returns:
+          ``[N, d_sae]`` pre-activations.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from flax import nnx
+          >>> from jaxemb import sae
+          >>> model = sae.TopKSAE(2, 2, k=1, rngs=nnx.Rngs(0))
+          >>> model.W_enc[...] = jnp.array([[1.0, -1.0], [0.0, 2.0]])
+          >>> model.pre_activations(jnp.array([[1.0, 1.0]])).tolist()
+          [[1.0, 1.0]]
+        """
+        check_batch(x, self.d_in)
+        return self._pre(jnp.asarray(x))
+
+    def _pre(self, x: jax.Array) -> jax.Array:
+        return (x - self.b_dec[...][None, :]) @ self.W_enc[...] + self.b_enc[...][None, :]
+
+    def encode(self, x: ArrayLike) -> SparseCode:
+        """TopK code of ``x``: the ``k`` largest ``relu(pre)`` per row, in decreasing order.
+
+        Ties go to the lower latent index (``jax.lax.top_k``); a row with fewer than ``k``
+        positive pre-activations gets zeros for the rest.
+
+        Args:
+          x: ``[N, d_in]`` float inputs.
+
+        Returns:
+          :class:`SparseCode` with ``values [N, k]`` (``>= 0``) and ``indices [N, k]`` int32.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from flax import nnx
+          >>> from jaxemb import sae
+          >>> model = sae.TopKSAE(2, 3, k=2, rngs=nnx.Rngs(0))
+          >>> model.W_enc[...] = jnp.array([[1.0, -1.0, 3.0], [0.0, 0.0, 0.0]])
+          >>> code = model.encode(jnp.array([[1.0, 5.0]]))
+          >>> code.values.tolist(), code.indices.tolist()
+          ([[3.0, 1.0]], [[2, 0]])
+        """
+        check_batch(x, self.d_in)
+        return self._encode(self._pre(jnp.asarray(x)))
+
+    def _encode(self, pre: jax.Array) -> SparseCode:
+        values, indices = jax.lax.top_k(jax.nn.relu(pre), self.k)
+        return SparseCode(values, indices)
+
+    def decode(self, code: SparseCode) -> jax.Array:
+        """``x̂ = Σ_j values_j W_dec[indices_j] + b_dec`` by a sparse gather, ``[N, d_in]``.
+
+        Equals ``densify(code, d_sae) @ W_dec + b_dec``.
+
+        Args:
+          code: :class:`SparseCode` with ``[N, k']`` values and indices in ``[0, d_sae)``.
+
+        Returns:
+          ``[N, d_in]`` reconstruction.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from flax import nnx
+          >>> from jaxemb import sae
+          >>> model = sae.TopKSAE(2, 3, k=1, rngs=nnx.Rngs(0))
+          >>> model.W_dec[...] = jnp.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+          >>> model.decode(sae.SparseCode(jnp.array([[5.0]]), jnp.array([[2]]))).tolist()
+          [[3.0, 4.0]]
+        """
+        check_code(code)
+        return self._decode(code)
+
+    def _decode(self, code: SparseCode) -> jax.Array:
+        return _sparse_decode(code.values, code.indices, self.W_dec[...]) + self.b_dec[...][None, :]
+
+    def __call__(self, x: ArrayLike) -> SAEOutput:
+        """Encodes and decodes ``x``.
+
+        Args:
+          x: ``[N, d_in]`` float inputs.
+
+        Returns:
+          :class:`SAEOutput` ``(reconstruction [N, d_in], code, pre_activations [N, d_sae])``.
+        """
+        check_batch(x, self.d_in)
+        pre = self._pre(jnp.asarray(x))
+        code = self._encode(pre)
+        return SAEOutput(self._decode(code), code, pre)
+
+    def training_loss(
+        self, x: ArrayLike, *, dead_mask: ArrayLike | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
+        """The loss :func:`make_train_step` minimises, with its metrics and the forward output.
+
+        Every SAE variant implements this method; for TopK it is :func:`topk_loss`.
+
+        Args:
+          x: ``[N, d_in]`` float inputs.
+          dead_mask: optional ``[d_sae]`` bool mask of dead latents for AuxK.
+
+        Returns:
+          ``(loss, metrics, output)``; see :func:`topk_loss`.
+        """
+        check_batch(x, self.d_in)
+        _check_dead_mask(dead_mask, self.d_sae)
+        return _topk_loss(self, jnp.asarray(x), dead_mask)
+
+
+def topk_loss(
+    model: TopKSAE, x: ArrayLike, dead_mask: ArrayLike | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """TopK SAE loss ``FVU + aux_coef · AuxK`` for the global batch (eai-sparsify semantics).
+
+    * ``FVU = Σ‖x − x̂‖² / Σ‖x − mean_batch(x)‖²``.
+    * AuxK (only when ``dead_mask`` has dead latents; 0 otherwise): ``e = x − x̂`` (gradient
+      stopped), ``k_aux = d_in // 2``; the top ``min(k_aux, n_dead)`` of ``relu(pre)`` among the
+      dead latents are decoded **without** ``b_dec`` to ``ê`` and
+      ``AuxK = min(n_dead / k_aux, 1) · Σ‖ê − e‖² / Σ‖x − mean_batch(x)‖²``.
+
+    Gradients flow by ordinary autodiff, through the encoder too for AuxK (as in Gao et al.'s
+    reference; eai-sparsify's fused encoder drops the AuxK gradient into ``W_enc``/``b_enc``).
+
+    Args:
+      model: a :class:`TopKSAE`.
+      x: ``[N, d_in]`` float inputs (``N >= 2`` for a meaningful variance).
+      dead_mask: optional ``[d_sae]`` bool, e.g. from :func:`dead_mask`.
+
+    Returns:
+      ``(loss, metrics)``: a float32 scalar and a dict of float32 scalars ``loss``, ``fvu``,
+      ``auxk``, ``l0`` (mean non-zero latents per row), ``mse`` (mean over elements) and
+      ``dead_fraction`` (of ``dead_mask``; 0 without one).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jaxemb import sae
+      >>> model = sae.TopKSAE(4, 8, k=4, rngs=nnx.Rngs(0))
+      >>> model.W_dec[...] = jnp.eye(8, 4)            # latents 0..3 are the axes
+      >>> model.W_enc[...] = model.W_dec[...].T
+      >>> x = jnp.array([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 4.0]])
+      >>> loss, m = sae.topk_loss(model, x)            # exact reconstruction
+      >>> round(float(loss), 6), float(m["l0"])
+      (0.0, 2.0)
+
+    References:
+      Gao et al., "Scaling and evaluating sparse autoencoders" (2024), Sec. 2.3 and App. B.1;
+      eai-sparsify ``SparseCoder.forward`` (``fvu``, ``auxk_loss``; ``auxk_alpha = 1/32``).
+    """
+    if not isinstance(model, TopKSAE):
+        raise ValueError(f"model must be a TopKSAE; got {type(model).__name__}")
+    loss, metrics, _ = model.training_loss(x, dead_mask=dead_mask)
+    return loss, metrics
+
+
+def _check_dead_mask(dead_mask: Any, d_sae: int) -> None:
+    if dead_mask is None:
+        return
+    v.check_array(dead_mask, "dead_mask", ndim=1, kind="any")
+    if jnp.asarray(dead_mask).dtype != jnp.bool_:
+        raise ValueError(f"dead_mask must be bool; got {jnp.asarray(dead_mask).dtype}")
+    if dead_mask.shape[0] != d_sae:
+        raise ValueError(f"dead_mask must be [d_sae={d_sae}]; got {v.shape_str(dead_mask)}")
+
+
+def _topk_loss(
+    model: TopKSAE, x: jax.Array, dead_mask: jax.Array | None
+) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
+    out = model(x)
+    f32 = jnp.promote_types(out.reconstruction.dtype, jnp.float32)
+    tv = total_variance(x)
+    l2 = sum_squared_error(x, out.reconstruction)
+    fvu = l2 / tv
+    if dead_mask is None:
+        auxk = jnp.zeros((), f32)
+        dead_fraction = jnp.zeros((), f32)
+    else:
+        dead_mask = jnp.asarray(dead_mask)
+        residual = jax.lax.stop_gradient(x.astype(f32) - out.reconstruction.astype(f32))
+        auxk = _auxk(out.pre_activations, residual, model.W_dec[...], dead_mask, tv)
+        dead_fraction = jnp.mean(dead_mask.astype(f32))
+    loss = fvu + model.aux_coef * auxk
+    metrics = {
+        "loss": loss,
+        "fvu": fvu,
+        "auxk": auxk,
+        "l0": jnp.mean(jnp.sum(out.code.values != 0, axis=1).astype(f32)),
+        "mse": l2 / x.size,
+        "dead_fraction": dead_fraction,
+    }
+    return loss, metrics, out
+
+
+def _auxk(
+    pre: jax.Array, residual: jax.Array, W_dec: jax.Array, dead_mask: jax.Array, tv: jax.Array
+) -> jax.Array:
+    d_sae, d_in = W_dec.shape
+    k_aux_nominal = max(d_in // 2, 1)  # sparsify: y.shape[-1] // 2 (guarded for d_in = 1)
+    k_aux = min(k_aux_nominal, d_sae)  # static; rows beyond n_dead are masked below
+    n_dead = jnp.sum(dead_mask).astype(residual.dtype)
+    scale = jnp.minimum(n_dead / k_aux_nominal, 1.0)
+    masked = jnp.where(dead_mask[None, :], jax.nn.relu(pre), -jnp.inf)
+    values, indices = jax.lax.top_k(masked, k_aux)
+    # With n_dead < k_aux the tail of the top-k holds live latents at -inf: drop them, which is
+    # sparsify's top-min(k_aux, n_dead).
+    values = jnp.where(dead_mask[indices], values, 0.0)
+    e_hat = _sparse_decode(values, indices, W_dec)
+    return scale * sum_squared_error(e_hat, residual) / tv
