@@ -573,12 +573,14 @@ def test_top_activating_with_sparse_codes(rng):
 
 
 def test_validation_errors():
-    with pytest.raises(ValueError, match="k must be <= 8"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, d_sae=8\]; got 9"):
         sae.TopKSAE(4, 8, k=9, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, d_sae=8\]; got 0"):
         sae.TopKSAE(4, 8, k=0, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match=r"k must be in \[1, d_sae=8\]; got -2"):
         sae.TopKSAE(4, 8, k=-2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="k must be an integer"):
+        sae.TopKSAE(4, 8, k=2.0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="dead_threshold"):
         sae.TopKSAE(4, 8, k=2, rngs=nnx.Rngs(0), dead_threshold=-1)
     model = sae.TopKSAE(4, 8, k=2, rngs=nnx.Rngs(0))
@@ -590,6 +592,9 @@ def test_validation_errors():
         sae.topk_loss(model, jnp.ones((2, 3, 4)))
     with pytest.raises(ValueError, match="x must have a float dtype; got int32"):
         model.encode(jnp.ones((3, 4), jnp.int32))
+    with pytest.raises(ValueError, match="x must have a float dtype; got int64"):
+        model.encode([[1, 2, 3, 4]])
+    assert model([[1.0, 2.0, 3.0, 4.0]]).reconstruction.shape == (1, 4)
     with pytest.raises(ValueError, match="x must not be empty"):
         model.pre_activations(jnp.ones((0, 4)))
     with pytest.raises(ValueError, match=r"dead_mask must be \[d_sae=8\]"):
@@ -605,7 +610,7 @@ def test_validation_errors():
     train_step, state = sae.make_train_step(model, optax.adam(1e-3))
     with pytest.raises(ValueError, match=r"x must be \[batch, d_in=4\]"):
         train_step(state, jnp.ones((3, 2)))
-    with pytest.raises(ValueError, match="d_sae must be given"):
+    with pytest.raises(ValueError, match="d_sae must be given when codes is a SparseCode"):
         metrics.firing_frequency(sae.SparseCode(jnp.ones((2, 1)), jnp.zeros((2, 1), jnp.int32)))
     with pytest.raises(ValueError, match=r"x_hat must have the same shape as x \[2, 3\]"):
         metrics.fvu(jnp.ones((2, 3)), jnp.ones((2, 4)))

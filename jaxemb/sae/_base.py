@@ -54,7 +54,7 @@ class SAEOutput(NamedTuple):
 def check_batch(x: Any, d_in: int, name: str = "x") -> None:
     """Checks that ``x`` is a non-empty float ``[batch, d_in]`` array."""
     v.check_array(x, name, ndim=2, kind="float")
-    if x.shape[1] != d_in:
+    if np.shape(x)[1] != d_in:
         raise ValueError(f"{name} must be [batch, d_in={d_in}]; got {v.shape_str(x)}")
 
 

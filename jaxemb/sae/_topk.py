@@ -79,7 +79,9 @@ class TopKSAE(nnx.Module):
     ):
         v.check_int(d_in, "d_in", minimum=1)
         v.check_int(d_sae, "d_sae", minimum=1)
-        v.check_int(k, "k", minimum=1, maximum=d_sae)
+        v.check_int(k, "k")
+        if not 1 <= k <= d_sae:
+            raise ValueError(f"k must be in [1, d_sae={d_sae}]; got {k}")
         check_threshold(dead_threshold)
         v.check_positive(aux_coef, "aux_coef", strict=False)
         if not jnp.issubdtype(param_dtype, jnp.floating):

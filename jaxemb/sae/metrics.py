@@ -18,7 +18,7 @@ from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
 from jaxemb.sae._base import SparseCode, check_code, sum_squared_error, total_variance
-from jaxemb.sae._dead import DeadLatentState, as_counts, check_code_or_dense, check_threshold
+from jaxemb.sae._dead import DeadLatentState, as_counts, check_code_or_dense
 
 
 def _pair(x: Any, x_hat: Any) -> tuple[jax.Array, jax.Array]:
@@ -209,13 +209,13 @@ def l1(code: Any) -> jax.Array:
     return jnp.mean(jnp.sum(jnp.abs(_f32(_values(code))), axis=1))
 
 
-def firing_frequency(code: Any, d_sae: int | None = None) -> jax.Array:
+def firing_frequency(codes: Any, d_sae: int | None = None) -> jax.Array:
     """Fraction of rows in which each latent is non-zero.
 
     Average it over batches (weighted by their sizes) for a dataset-level density.
 
     Args:
-      code: :class:`~jaxemb.sae.SparseCode` ``[N, k]`` or dense ``[N, d_sae]`` activations.
+      codes: :class:`~jaxemb.sae.SparseCode` ``[N, k]`` or dense ``[N, d_sae]`` activations.
       d_sae: number of latents; required for a sparse code.
 
     Returns:
@@ -231,26 +231,24 @@ def firing_frequency(code: Any, d_sae: int | None = None) -> jax.Array:
     References:
       SAELens "feature density" (log10 of it is the density histogram).
     """
-    d_sae = check_code_or_dense(code, d_sae)
-    n = _values(code).shape[0]
-    if isinstance(code, SparseCode):
+    d_sae = check_code_or_dense(codes, d_sae, "codes")
+    n = _values(codes).shape[0]
+    if isinstance(codes, SparseCode):
         # Count a latent once per row even when an index repeats within the row.
         rows = jnp.arange(n)[:, None]
-        dense = jnp.zeros((n, d_sae), jnp.bool_).at[rows, code.indices].max(code.values != 0)
+        dense = jnp.zeros((n, d_sae), jnp.bool_).at[rows, codes.indices].max(codes.values != 0)
     else:
-        dense = jnp.asarray(code) != 0
+        dense = jnp.asarray(codes) != 0
     return jnp.mean(dense.astype(jnp.float32), axis=0)
 
 
-def dead_fraction(
-    tokens_since_fired: ArrayLike | DeadLatentState, dead_threshold: int
-) -> jax.Array:
-    """Fraction of latents that have not fired for more than ``dead_threshold`` tokens.
+def dead_fraction(tokens_since_fired: ArrayLike | DeadLatentState, threshold: int) -> jax.Array:
+    """Fraction of latents that have not fired for more than ``threshold`` tokens.
 
     Args:
       tokens_since_fired: ``[d_sae]`` int counters or a :class:`~jaxemb.sae.DeadLatentState`.
-      dead_threshold: tokens without firing after which a latent is dead. Pass firing counts
-        over a dataset as ``tokens_since_fired = (counts == 0) * (threshold + 1)`` to get the
+      threshold: tokens without firing after which a latent is dead (strictly more). For
+        firing counts over a dataset, pass ``(counts == 0) * (threshold + 1)`` to get the
         fraction never seen firing.
 
     Returns:
@@ -266,15 +264,15 @@ def dead_fraction(
       eai-sparsify ``dead_pct``.
     """
     counts = as_counts(tokens_since_fired)
-    check_threshold(dead_threshold)
-    return jnp.mean((counts > dead_threshold).astype(jnp.float32))
+    v.check_int(threshold, "threshold", minimum=0)
+    return jnp.mean((counts > threshold).astype(jnp.float32))
 
 
-def dense_fraction(frequency: ArrayLike, *, threshold: float = 0.1) -> jax.Array:
+def dense_fraction(freq: ArrayLike, *, threshold: float = 0.1) -> jax.Array:
     """Fraction of latents that fire on more than ``threshold`` of the rows.
 
     Args:
-      frequency: ``[d_sae]`` firing frequencies, e.g. from :func:`firing_frequency`.
+      freq: ``[d_sae]`` firing frequencies, e.g. from :func:`firing_frequency`.
       threshold: frequency above which a latent counts as dense.
 
     Returns:
@@ -289,9 +287,9 @@ def dense_fraction(frequency: ArrayLike, *, threshold: float = 0.1) -> jax.Array
     References:
       Rajamanoharan et al., "Jumping ahead: JumpReLU SAEs" (2024), dense latents (> 10%).
     """
-    v.check_array(frequency, "frequency", ndim=1, kind="float")
+    v.check_array(freq, "freq", ndim=1, kind="float")
     v.check_positive(threshold, "threshold", strict=False)
-    return jnp.mean((jnp.asarray(frequency) > threshold).astype(jnp.float32))
+    return jnp.mean((jnp.asarray(freq) > threshold).astype(jnp.float32))
 
 
 def max_cosine(W_dec: ArrayLike, true_dictionary: ArrayLike, *, eps: float = 1e-8) -> jax.Array:
