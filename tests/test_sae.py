@@ -12,7 +12,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxemb import sae
+from jaxemb import parallel, sae
 from jaxemb.sae import metrics
 
 # ------------------------------------------------------------------------------------------------
@@ -440,9 +440,14 @@ def test_train_step_sharded_equals_unsharded(mesh8, rng):
     xs = [rng.normal(size=(64, d_in)).astype(np.float32) for _ in range(3)]
     step_a, state_a = sae.make_train_step(model, optax.adam(1e-2))
     step_b, state_b = sae.make_train_step(model, optax.adam(1e-2))
-    for x in xs:
+    for i, x in enumerate(xs):
         state_a, m_a = step_a(state_a, jnp.asarray(x))
-        state_b, m_b = step_b(state_b, jax.device_put(x, NamedSharding(mesh8, P("data"))))
+        if i == 0:
+            state_b, m_b = step_b(state_b, jax.device_put(x, NamedSharding(mesh8, P("data"))))
+        else:  # the quickstart's way: under the mesh, through shard_batch
+            with jax.set_mesh(mesh8):
+                state_b, m_b = step_b(state_b, parallel.shard_batch(mesh8, x))
+    assert state_b.params["W_dec"].sharding.is_fully_replicated
     assert float(m_a["auxk"]) > 0  # dead latents (threshold 0) exercise AuxK too
     for name in state_a.params:
         np.testing.assert_allclose(
