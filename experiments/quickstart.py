@@ -48,9 +48,9 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
     dims=(4, 8, 16, 32, 64),  # Matryoshka prefixes; the last is the embedding width
     head_expansion=4,
     # training
-    steps=1500,
+    steps=2000,
     batch_size=256,
-    learning_rate=1e-3,
+    learning_rate=2e-3,
     weight_decay=1e-4,
     temperature=0.2,
     aug_max_shift=1,
@@ -239,13 +239,9 @@ def _train(run: _Run, train_source) -> None:
     optimizer = nnx.Optimizer(
         model, optax.adamw(schedule, weight_decay=c["weight_decay"]), wrt=nnx.Param
     )
-    state = {
-        "model": nnx.state(model),
-        "opt": nnx.state(optimizer),
-        "rng": jax.random.key(c["seed"] + 1),
-        "data_position": np.int64(0),
-    }
-    state = jax.device_put(state, parallel.replicated(mesh))
+    arrays = {"model": nnx.state(model), "opt": nnx.state(optimizer),
+              "rng": jax.random.key(c["seed"] + 1)}
+    state = {**jax.device_put(arrays, parallel.replicated(mesh)), "data_position": np.int64(0)}
 
     # Checkpoint restore (or fresh init).
     ckpt_config = {k: v for k, v in c.items() if k not in RESUMABLE_KEYS}

@@ -30,7 +30,7 @@ FAST = dict(probe_steps=100, sae_steps=150, sae_latents=128, sae_k=4, log_every=
 
 
 def test_quickstart_end_to_end_beats_random_init(tmp_path, data_dir):
-    config = qs.make_config(dict(FAST, steps=400, ckpt_every=200, data_dir=data_dir))
+    config = qs.make_config(dict(FAST, steps=800, ckpt_every=400, data_dir=data_dir))
     summary = qs.train_and_evaluate(config, tmp_path)
     knn = summary["knn"]
     # the learned embedding is strong at full width ...
@@ -46,7 +46,7 @@ def test_quickstart_end_to_end_beats_random_init(tmp_path, data_dir):
         assert f"]({png})" in report
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines if "loss" in r] == list(range(20, 401, 20))
+    assert [r["step"] for r in lines if "loss" in r] == list(range(20, 801, 20))
     assert lines[-1]["final"] is True
     # a second run with the same workdir resumes the finished run: no training steps
     again = qs.train_and_evaluate(config, tmp_path)
