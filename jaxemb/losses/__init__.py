@@ -5,18 +5,32 @@ hyperparameters, written for the global batch: jitted on batch-sharded inputs it
 single-device value and gradients.
 """
 
+from jaxemb.losses._debiased import debiased_nt_xent as debiased_nt_xent
+from jaxemb.losses._debiased import hard_negative_nt_xent as hard_negative_nt_xent
+from jaxemb.losses._dhn import dhn_nce as dhn_nce
 from jaxemb.losses._gist import gist_info_nce as gist_info_nce
 from jaxemb.losses._info_nce import info_nce as info_nce
 from jaxemb.losses._margin import margin_info_nce as margin_info_nce
 from jaxemb.losses._matryoshka import matryoshka as matryoshka
 from jaxemb.losses._nt_xent import nt_xent as nt_xent
 from jaxemb.losses._sigmoid import sigmoid_loss as sigmoid_loss
+from jaxemb.losses._soft import cwcl as cwcl
+from jaxemb.losses._soft import soft_label_kl as soft_label_kl
+from jaxemb.losses._soft import soft_target_info_nce as soft_target_info_nce
+from jaxemb.losses._supcon import supcon as supcon
 
 __all__ = [
+    "cwcl",
+    "debiased_nt_xent",
+    "dhn_nce",
     "gist_info_nce",
+    "hard_negative_nt_xent",
     "info_nce",
     "margin_info_nce",
     "matryoshka",
     "nt_xent",
     "sigmoid_loss",
+    "soft_label_kl",
+    "soft_target_info_nce",
+    "supcon",
 ]
