@@ -13,24 +13,48 @@ from jaxemb.losses._info_nce import info_nce as info_nce
 from jaxemb.losses._margin import margin_info_nce as margin_info_nce
 from jaxemb.losses._matryoshka import matryoshka as matryoshka
 from jaxemb.losses._nt_xent import nt_xent as nt_xent
+from jaxemb.losses._pairs import contrastive_pair as contrastive_pair
+from jaxemb.losses._pairs import online_contrastive as online_contrastive
+from jaxemb.losses._scores import angle as angle
+from jaxemb.losses._scores import cosent as cosent
+from jaxemb.losses._scores import cosine_mse as cosine_mse
+from jaxemb.losses._scores import distill_kl as distill_kl
+from jaxemb.losses._scores import margin_mse as margin_mse
 from jaxemb.losses._sigmoid import sigmoid_loss as sigmoid_loss
 from jaxemb.losses._soft import cwcl as cwcl
 from jaxemb.losses._soft import soft_label_kl as soft_label_kl
 from jaxemb.losses._soft import soft_target_info_nce as soft_target_info_nce
 from jaxemb.losses._supcon import supcon as supcon
+from jaxemb.losses._triplet import batch_all_triplet as batch_all_triplet
+from jaxemb.losses._triplet import batch_hard_soft_margin_triplet as batch_hard_soft_margin_triplet
+from jaxemb.losses._triplet import batch_hard_triplet as batch_hard_triplet
+from jaxemb.losses._triplet import batch_semi_hard_triplet as batch_semi_hard_triplet
+from jaxemb.losses._triplet import triplet_margin as triplet_margin
 
 __all__ = [
+    "angle",
+    "batch_all_triplet",
+    "batch_hard_soft_margin_triplet",
+    "batch_hard_triplet",
+    "batch_semi_hard_triplet",
+    "contrastive_pair",
+    "cosent",
+    "cosine_mse",
     "cwcl",
     "debiased_nt_xent",
     "dhn_nce",
+    "distill_kl",
     "gist_info_nce",
     "hard_negative_nt_xent",
     "info_nce",
     "margin_info_nce",
+    "margin_mse",
     "matryoshka",
     "nt_xent",
+    "online_contrastive",
     "sigmoid_loss",
     "soft_label_kl",
     "soft_target_info_nce",
     "supcon",
+    "triplet_margin",
 ]
