@@ -11,8 +11,11 @@ from jax.typing import ArrayLike
 from jaxemb import _validate as v
 from jaxemb.losses._common import as_float, l2_normalize
 
-# sin θ = sqrt(1 - cos²θ) is evaluated only above this, so its gradient stays finite at cos = ±1.
-_SIN_FLOOR = 1e-12
+
+def _safe_norm(x):
+    """Row norms with a zero (not NaN) gradient at the zero vector."""
+    sq = jnp.sum(x * x, axis=-1)
+    return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
 
 
 def margin_info_nce(
@@ -27,9 +30,10 @@ def margin_info_nce(
 
     With ``cos θ_ij`` the cosine of ``z1_i`` and ``z2_j`` the logits are ``scale · cos θ_ij``
     for ``j ≠ i`` and, for the positive, ``scale · (cos θ_ii − m)`` (``"cosface"``, additive
-    margin) or ``scale · cos(θ_ii + m)`` (``"arcface"``, additive angular margin, evaluated as
-    ``cos θ cos m − sin θ sin m`` with a safe ``sin θ = sqrt(max(1 − cos²θ, 0))`` so values and
-    gradients are finite at ``cos θ = ±1``; no ``θ + m > π`` correction). The loss is
+    margin) or ``scale · cos(θ_ii + m)`` (``"arcface"``, additive angular margin; the angle of
+    the normalised rows is taken as ``θ = 2·atan2(‖â − b̂‖, ‖â + b̂‖)``, accurate with finite
+    gradients at ``cos θ = ±1`` where ``arccos`` is singular; no ``θ + m > π`` correction,
+    as in the plain formula). The loss is
     ``½(CE(rows) + CE(columns))``: each ``z1_i`` classifies its ``z2_i`` among all of ``z2``
     and each ``z2_i`` its ``z1_i`` among all of ``z1``, averaged over the batch (the
     bidirectional form of Yang et al. sums the two directions, i.e. twice this value).
@@ -80,14 +84,16 @@ def _margin_info_nce(z1, z2, margin, scale, *, kind):
     scale = jnp.asarray(scale, a.dtype)
     margin = jnp.asarray(margin, a.dtype)
     batch = a.shape[0]
-    cos_pos = jnp.sum(a * b, axis=-1)
     if kind == "cosface":
-        pos_cos = cos_pos - margin
+        pos_cos = jnp.sum(a * b, axis=-1) - margin
     else:
-        sin_sq = 1.0 - cos_pos * cos_pos
-        ok = sin_sq > _SIN_FLOOR
-        sin_pos = jnp.where(ok, jnp.sqrt(jnp.where(ok, sin_sq, 1.0)), 0.0)
-        pos_cos = cos_pos * jnp.cos(margin) - sin_pos * jnp.sin(margin)
+        # θ⁺ = 2·atan2(‖a − b‖, ‖a + b‖) (Kahan): accurate at θ ≈ 0 and θ ≈ π, where
+        # arccos(cos θ) is ill-conditioned in float32 and its derivative is infinite.
+        dist = _safe_norm(a - b)
+        span = _safe_norm(a + b)
+        both_zero = (dist == 0) & (span == 0)  # two zero vectors: treat as orthogonal
+        theta = 2.0 * jnp.arctan2(jnp.where(both_zero, 1.0, dist), jnp.where(both_zero, 1.0, span))
+        pos_cos = jnp.cos(theta + margin)
     positive = scale * pos_cos
     eye = jnp.arange(batch)[:, None] == jnp.arange(batch)[None, :]
     logits = jnp.where(eye, positive[:, None], (a * scale) @ b.T)
