@@ -4,8 +4,8 @@
 backward pass, ``G p`` and ``Gᵀ q`` — three ``[B, D] x [D, B]``-sized matmuls. This script
 times the jitted ``value_and_grad`` of ``info_nce`` (w.r.t. anchors and positives, float32)
 against a jitted function doing exactly those three matmuls, both in the same run
-(``block_until_ready``, median of ``--reps`` after warm-up), and prints the ratio (target
-≤ 1.3).
+(``block_until_ready``, median of ``--reps`` interleaved calls after warm-up), and prints the
+ratio (target ≤ 1.3).
 
     python benchmarks/losses.py --batch 4096 --dim 768 --reps 5
 """
@@ -22,15 +22,18 @@ import jax.numpy as jnp
 from jaxemb.losses import info_nce
 
 
-def _median_time(fn, args, reps: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile
-    jax.block_until_ready(fn(*args))  # warm-up
-    times = []
+def _median_times(fns, args, reps: int) -> list[float]:
+    """Median wall time of each jitted ``fn(*args)``; reps interleaved so load drifts hit all."""
+    for fn in fns:
+        jax.block_until_ready(fn(*args))  # compile
+        jax.block_until_ready(fn(*args))  # warm-up
+    times = [[] for _ in fns]
     for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, acc in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            acc.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -53,8 +56,7 @@ def main() -> None:
         logits = a @ b.T  # forward logits
         return logits @ b, logits.T @ a  # the two backward products
 
-    t_loss = _median_time(loss_and_grads, (q, p), args.reps)
-    t_mm = _median_time(three_matmuls, (q, p), args.reps)
+    t_loss, t_mm = _median_times([loss_and_grads, three_matmuls], (q, p), args.reps)
     print(f"devices: {jax.devices()}")
     print(f"batch={args.batch} dim={args.dim} reps={args.reps} (median seconds per call)")
     print(f"info_nce value_and_grad: {t_loss * 1e3:9.1f} ms")
