@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from jaxemb._validate import shape_str
+from jaxemb._validate import check_choice, shape_str
 
 _FIGSIZE = (5.0, 3.6)
 _DENSITY_EPS = 1e-10
@@ -250,6 +250,137 @@ def density_histogram(
     return fig
 
 
+def similarity_histogram(
+    pos_sims: Any,
+    neg_sims: Any,
+    *,
+    ax: Axes | None = None,
+    bins: int = 50,
+    labels: tuple[str, str] = ("positive pairs", "negative pairs"),
+) -> Figure:
+    """Overlaid density histograms of positive-pair and negative-pair similarities.
+
+    Both histograms share the same bin edges (spanning the union of the values) and are
+    normalised to unit area, so sets of different sizes compare directly; the gap between the
+    two modes is what a contrastive model learns to widen.
+
+    Args:
+      pos_sims: similarities of positive (same-label / matching) pairs, [P].
+      neg_sims: similarities of negative pairs, [Q].
+      ax: axes to draw into; ``None`` makes a new figure.
+      bins: number of shared bins.
+      labels: legend entries for the two histograms.
+
+    Returns:
+      The figure holding the plot.
+
+    Examples:
+      >>> from jaxemb.analysis import plots
+      >>> fig = plots.similarity_histogram([0.9, 0.8, 0.7], [0.1, -0.2, 0.0, 0.3], bins=5)
+      >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+      ['positive pairs', 'negative pairs']
+
+    References:
+      Similarity distribution plots as in Wang & Isola 2020 (Fig. 2) and the
+      sentence-transformers evaluation of positive vs. negative cosine scores.
+    """
+    pos = _vector(pos_sims, "pos_sims")
+    neg = _vector(neg_sims, "neg_sims")
+    if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(neg))):
+        raise ValueError("pos_sims and neg_sims must be finite")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive integer; got {bins!r}")
+    lo = min(pos.min(), neg.min())
+    hi = max(pos.max(), neg.max())
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, int(bins) + 1)
+    fig, ax = _axes(ax)
+    ax.hist(pos, bins=edges, density=True, alpha=0.55, label=labels[0])
+    ax.hist(neg, bins=edges, density=True, alpha=0.55, label=labels[1])
+    ax.set_xlabel("similarity")
+    ax.set_ylabel("density")
+    ax.set_title("similarity distribution")
+    ax.legend()
+    return fig
+
+
+def projection_2d(
+    x: Any,
+    labels: Any = None,
+    *,
+    method: str = "pca",
+    ax: Axes | None = None,
+    max_legend: int = 20,
+) -> Figure:
+    """Scatter plot of embeddings projected to two dimensions, coloured by label.
+
+    ``method="pca"`` centres the rows and projects them onto the top two right singular
+    vectors of the centred matrix (SVD in float64, no scikit-learn); the axis labels give the
+    fraction of variance each component explains. Points of each label are drawn as one
+    scatter collection, in increasing label order.
+
+    Args:
+      x: embeddings, [N, D] with N >= 2 and D >= 2.
+      labels: optional [N] labels (integers or strings) to colour by.
+      method: ``"pca"`` (the only projection offered).
+      ax: axes to draw into; ``None`` makes a new figure.
+      max_legend: show a legend only when there are at most this many labels.
+
+    Returns:
+      The figure holding the plot.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxemb.analysis import plots
+      >>> x = np.array([[0.0, 0.0, 1.0], [2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [1.0, 1.0, 1.0]])
+      >>> fig = plots.projection_2d(x, labels=[0, 1, 1, 0])
+      >>> len(fig.axes[0].collections)
+      2
+
+    References:
+      Principal component analysis (Pearson 1901) via the SVD of the centred data matrix.
+    """
+    check_choice(method, "method", ("pca",))
+    data = np.asarray(x)
+    if data.ndim != 2 or data.shape[0] < 2 or data.shape[1] < 2:
+        raise ValueError(
+            f"x must be embeddings [N, D] with N >= 2 and D >= 2; got {shape_str(data)}"
+        )
+    if not (np.issubdtype(data.dtype, np.number) or data.dtype.name == "bfloat16"):
+        raise ValueError(f"x must be numeric; got dtype {data.dtype}")
+    data = data.astype(np.float64)
+    if not np.all(np.isfinite(data)):
+        bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+        raise ValueError(f"x must be finite; got NaN/inf in rows {bad[:10].tolist()}")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (data.shape[0],):
+            raise ValueError(
+                f"labels must have one entry per row of x ({data.shape[0]}); "
+                f"got shape {shape_str(labels)}"
+            )
+    centred = data - data.mean(axis=0, keepdims=True)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ vt[:2].T
+    var = s**2
+    explained = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
+    fig, ax = _axes(ax)
+    if labels is None:
+        ax.scatter(coords[:, 0], coords[:, 1], s=8)
+    else:
+        uniq = np.unique(labels)
+        for value in uniq:
+            keep = labels == value
+            ax.scatter(coords[keep, 0], coords[keep, 1], s=8, label=str(value))
+        if len(uniq) <= max_legend:
+            ax.legend(fontsize="small", markerscale=2)
+    ax.set_xlabel(f"PC 1 ({explained[0]:.1%} of variance)")
+    ax.set_ylabel(f"PC 2 ({explained[1]:.1%} of variance)")
+    ax.set_title("2-D projection (PCA)")
+    return fig
+
+
 def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     """Writes ``fig`` as a PNG (creating parent folders) and closes it.
 
@@ -281,4 +412,12 @@ def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path:
     return path
 
 
-__all__ = ["spectrum_plot", "matryoshka_curve", "loss_curve", "density_histogram", "save"]
+__all__ = [
+    "spectrum_plot",
+    "matryoshka_curve",
+    "loss_curve",
+    "density_histogram",
+    "similarity_histogram",
+    "projection_2d",
+    "save",
+]
