@@ -273,6 +273,8 @@ def test_defaults_and_duplicate_directions():
         info_nce(q, p, n, directions=("doc_to_query", "query_to_doc")),
         rtol=1e-6,
     )
+    # nested lists are array-likes too
+    np.testing.assert_allclose(info_nce(q.tolist(), p.tolist(), n.tolist()), info_nce(q, p, n))
     # zero hard negatives per anchor are the same as none
     np.testing.assert_allclose(info_nce(q, p, n[:, :0]), info_nce(q, p), rtol=1e-6)
 

@@ -6,6 +6,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
@@ -85,19 +86,19 @@ def gist_info_nce(
     """
     v.check_array(anchors, "anchors", ndim=2)
     v.check_array(positives, "positives", ndim=2)
-    if tuple(positives.shape) != tuple(anchors.shape):
+    if np.shape(positives) != np.shape(anchors):
         raise ValueError(
             f"positives must be [batch, dim] like anchors {v.shape_str(anchors)}; "
             f"got {v.shape_str(positives)}"
         )
     v.check_array(guide_anchors, "guide_anchors", ndim=2)
-    if guide_anchors.shape[0] != anchors.shape[0]:
+    if np.shape(guide_anchors)[0] != np.shape(anchors)[0]:
         raise ValueError(
             f"guide_anchors must have the batch size of anchors {v.shape_str(anchors)}; "
             f"got {v.shape_str(guide_anchors)}"
         )
     v.check_array(guide_positives, "guide_positives", ndim=2)
-    if tuple(guide_positives.shape) != tuple(guide_anchors.shape):
+    if np.shape(guide_positives) != np.shape(guide_anchors):
         raise ValueError(
             f"guide_positives must be [batch, guide_dim] like guide_anchors "
             f"{v.shape_str(guide_anchors)}; got {v.shape_str(guide_positives)}"
@@ -110,13 +111,13 @@ def gist_info_nce(
         )
     if negatives is not None:
         v.check_array(negatives, "negatives", ndim=2)
-        if tuple(negatives.shape) != tuple(anchors.shape):
+        if np.shape(negatives) != np.shape(anchors):
             raise ValueError(
                 f"negatives must be [batch, dim] like anchors {v.shape_str(anchors)} (one per "
                 f"anchor); got {v.shape_str(negatives)}"
             )
         v.check_array(guide_negatives, "guide_negatives", ndim=2)
-        if tuple(guide_negatives.shape) != tuple(guide_anchors.shape):
+        if np.shape(guide_negatives) != np.shape(guide_anchors):
             raise ValueError(
                 f"guide_negatives must be [batch, guide_dim] like guide_anchors "
                 f"{v.shape_str(guide_anchors)}; got {v.shape_str(guide_negatives)}"
@@ -130,11 +131,13 @@ def gist_info_nce(
     ):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be a bool; got {flag!r}")
+    if negatives is not None:
+        negatives, guide_negatives = jnp.asarray(negatives), jnp.asarray(guide_negatives)
     return _gist(
-        anchors,
-        positives,
-        guide_anchors,
-        guide_positives,
+        jnp.asarray(anchors),
+        jnp.asarray(positives),
+        jnp.asarray(guide_anchors),
+        jnp.asarray(guide_positives),
         negatives,
         guide_negatives,
         temperature,

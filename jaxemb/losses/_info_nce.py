@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
@@ -109,15 +110,15 @@ def info_nce(
     """
     v.check_array(anchors, "anchors", ndim=2)
     v.check_array(positives, "positives", ndim=2)
-    if tuple(positives.shape) != tuple(anchors.shape):
+    if np.shape(positives) != np.shape(anchors):
         raise ValueError(
             f"positives must be [batch, dim] like anchors {v.shape_str(anchors)}; "
             f"got {v.shape_str(positives)}"
         )
     if negatives is not None:
         v.check_array(negatives, "negatives", ndim=3, allow_empty=True)
-        b, d = anchors.shape
-        if negatives.shape[0] != b or negatives.shape[2] != d:
+        b, d = np.shape(anchors)
+        if np.shape(negatives)[0] != b or np.shape(negatives)[2] != d:
             raise ValueError(
                 f"negatives must be [batch, num_negatives, dim] = [{b}, H, {d}] to match anchors "
                 f"{v.shape_str(anchors)}; got {v.shape_str(negatives)}"
@@ -157,9 +158,11 @@ def info_nce(
         directions, partition_mode = ("query_to_doc", "doc_to_query"), "per_direction"
     # Canonical order (as sentence-transformers' dict of blocks); duplicates count once.
     dirs = tuple(name for name in _DIRECTIONS if name in directions)
+    if negatives is not None:
+        negatives = jnp.asarray(negatives)
     return _info_nce(
-        anchors,
-        positives,
+        jnp.asarray(anchors),
+        jnp.asarray(positives),
         negatives,
         temperature,
         hardness_strength,

@@ -6,6 +6,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
@@ -68,14 +69,14 @@ def margin_info_nce(
     """
     v.check_array(z1, "z1", ndim=2)
     v.check_array(z2, "z2", ndim=2)
-    if tuple(z2.shape) != tuple(z1.shape):
+    if np.shape(z2) != np.shape(z1):
         raise ValueError(
             f"z2 must be [batch, dim] like z1 {v.shape_str(z1)}; got {v.shape_str(z2)}"
         )
     v.check_positive(margin, "margin", strict=False)
     v.check_positive(scale, "scale")
     v.check_choice(kind, "kind", ("cosface", "arcface"))
-    return _margin_info_nce(z1, z2, margin, scale, kind=kind)
+    return _margin_info_nce(jnp.asarray(z1), jnp.asarray(z2), margin, scale, kind=kind)
 
 
 @functools.partial(jax.jit, static_argnames=("kind",))

@@ -54,7 +54,7 @@ def sigmoid_loss(
     """
     v.check_array(a, "a", ndim=2)
     v.check_array(b, "b", ndim=2)
-    if tuple(b.shape) != tuple(a.shape):
+    if np.shape(b) != np.shape(a):
         raise ValueError(f"b must be [batch, dim] like a {v.shape_str(a)}; got {v.shape_str(b)}")
     v.check_positive(logit_scale, "logit_scale")
     if v.is_concrete(logit_bias):
@@ -64,7 +64,7 @@ def sigmoid_loss(
                 f"logit_bias must be a finite scalar; got {logit_bias!r} with shape "
                 f"{v.shape_str(bias)}"
             )
-    return _sigmoid_loss(a, b, logit_scale, logit_bias)
+    return _sigmoid_loss(jnp.asarray(a), jnp.asarray(b), logit_scale, logit_bias)
 
 
 @jax.jit
