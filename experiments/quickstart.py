@@ -94,8 +94,18 @@ RESUMABLE_KEYS = (
 )
 
 _POSITIVE_INT = {
-    "steps", "batch_size", "head_expansion", "ckpt_every", "keep_checkpoints", "log_every",
-    "knn_k", "probe_steps", "sae_latents", "sae_k", "sae_steps", "sae_batch_size",
+    "steps",
+    "batch_size",
+    "head_expansion",
+    "ckpt_every",
+    "keep_checkpoints",
+    "log_every",
+    "knn_k",
+    "probe_steps",
+    "sae_latents",
+    "sae_k",
+    "sae_steps",
+    "sae_batch_size",
     "sae_grid_latents",
 }
 _POSITIVE_FLOAT = {"learning_rate", "temperature", "knn_temperature", "sae_learning_rate"}
@@ -239,8 +249,11 @@ def _train(run: _Run, train_source) -> None:
     optimizer = nnx.Optimizer(
         model, optax.adamw(schedule, weight_decay=c["weight_decay"]), wrt=nnx.Param
     )
-    arrays = {"model": nnx.state(model), "opt": nnx.state(optimizer),
-              "rng": jax.random.key(c["seed"] + 1)}
+    arrays = {
+        "model": nnx.state(model),
+        "opt": nnx.state(optimizer),
+        "rng": jax.random.key(c["seed"] + 1),
+    }
     state = {**jax.device_put(arrays, parallel.replicated(mesh)), "data_position": np.int64(0)}
 
     # Checkpoint restore (or fresh init).
@@ -292,8 +305,14 @@ def _train(run: _Run, train_source) -> None:
     metrics_path = run.workdir / "metrics.jsonl"
     t0 = time.perf_counter()
     with open(metrics_path, "a") as metrics_file, jax.set_mesh(mesh):
-        bar = tqdm(range(start, c["steps"]), desc="simclr", initial=start, total=c["steps"],
-                   dynamic_ncols=True, disable=None)
+        bar = tqdm(
+            range(start, c["steps"]),
+            desc="simclr",
+            initial=start,
+            total=c["steps"],
+            dynamic_ncols=True,
+            disable=None,
+        )
         batches = iter(pipeline)
         for step in bar:
             batch = next(batches)
@@ -304,13 +323,21 @@ def _train(run: _Run, train_source) -> None:
                 loss = float(loss)
                 run.losses.append((done, loss))
                 bar.set_postfix(loss=f"{loss:.3f}")
-                metrics_file.write(json.dumps({"step": done, "loss": loss,
-                                               "lr": float(schedule(done))}) + "\n")
+                metrics_file.write(
+                    json.dumps({"step": done, "loss": loss, "lr": float(schedule(done))}) + "\n"
+                )
             if done % c["ckpt_every"] == 0 or done == c["steps"]:
                 nnx.update((model, optimizer), train_state)
-                ckpt.save(done, {"model": nnx.state(model), "opt": nnx.state(optimizer),
-                                 "rng": base_key, "data_position": np.int64(done)},
-                          force=done == c["steps"])
+                ckpt.save(
+                    done,
+                    {
+                        "model": nnx.state(model),
+                        "opt": nnx.state(optimizer),
+                        "rng": base_key,
+                        "data_position": np.int64(done),
+                    },
+                    force=done == c["steps"],
+                )
         bar.close()
     nnx.update((model, optimizer), train_state)
     ckpt.wait()
@@ -339,8 +366,9 @@ def _read_losses(path: Path) -> list[tuple[int, float]]:
 
 def _embed(model: SimCLRModel, images: np.ndarray, batch: int = 512) -> np.ndarray:
     fn = nnx.jit(lambda m, x: m.embed(_to_float(x)))
-    return np.concatenate([np.asarray(fn(model, images[i : i + batch]))
-                           for i in range(0, len(images), batch)])
+    return np.concatenate(
+        [np.asarray(fn(model, images[i : i + batch])) for i in range(0, len(images), batch)]
+    )
 
 
 def _evaluate(run: _Run, train: dict, test: dict) -> dict[str, Any]:
@@ -352,18 +380,34 @@ def _evaluate(run: _Run, train: dict, test: dict) -> dict[str, Any]:
         te = _embed(model, test["image"])
         per_dim = {}
         for m in c["dims"]:
-            knn = analysis.knn_accuracy(tr[:, :m], train["label"], te[:, :m], test["label"],
-                                        k=c["knn_k"], temperature=c["knn_temperature"])
-            probe = analysis.linear_probe(tr[:, :m], train["label"], te[:, :m], test["label"],
-                                          l2=c["probe_l2"], steps=c["probe_steps"],
-                                          seed=c["seed"])
+            knn = analysis.knn_accuracy(
+                tr[:, :m],
+                train["label"],
+                te[:, :m],
+                test["label"],
+                k=c["knn_k"],
+                temperature=c["knn_temperature"],
+            )
+            probe = analysis.linear_probe(
+                tr[:, :m],
+                train["label"],
+                te[:, :m],
+                test["label"],
+                l2=c["probe_l2"],
+                steps=c["probe_steps"],
+                seed=c["seed"],
+            )
             per_dim[m] = {"knn": float(knn), "linear_probe": float(probe.accuracy)}
         # two augmented views of the test images for alignment
         key = jax.random.key(c["seed"] + 7)
         x = _to_float(test["image"])
         k1, k2 = jax.random.split(key)
-        aug = dict(max_shift=c["aug_max_shift"], noise_std=c["aug_noise_std"],
-                   cutout_size=c["aug_cutout_size"], cutout_prob=c["aug_cutout_prob"])
+        aug = dict(
+            max_shift=c["aug_max_shift"],
+            noise_std=c["aug_noise_std"],
+            cutout_size=c["aug_cutout_size"],
+            cutout_prob=c["aug_cutout_prob"],
+        )
         fn = nnx.jit(lambda mm, xx: mm.embed(xx))
         a = fn(model, data.augment_images(k1, x, **aug))
         b = fn(model, data.augment_images(k2, x, **aug))
@@ -388,12 +432,16 @@ def _evaluate(run: _Run, train: dict, test: dict) -> dict[str, Any]:
 def _train_sae(run: _Run, train_emb: np.ndarray, test_emb: np.ndarray) -> dict[str, Any]:
     c = run.config
     d_in = train_emb.shape[1]
-    model = sae.TopKSAE(d_in, c["sae_latents"], k=c["sae_k"], rngs=nnx.Rngs(c["seed"]),
-                        dead_threshold=10 * len(train_emb))
+    model = sae.TopKSAE(
+        d_in,
+        c["sae_latents"],
+        k=c["sae_k"],
+        rngs=nnx.Rngs(c["seed"]),
+        dead_threshold=10 * len(train_emb),
+    )
     sae.init_b_dec(model, jnp.asarray(train_emb), method="geometric_median")
     train_step, state = sae.make_train_step(model, optax.adam(c["sae_learning_rate"]))
-    pipeline = data.make_pipeline({"x": train_emb}, batch_size=c["sae_batch_size"],
-                                  seed=c["seed"])
+    pipeline = data.make_pipeline({"x": train_emb}, batch_size=c["sae_batch_size"], seed=c["seed"])
     t0 = time.perf_counter()
     batches = iter(pipeline)
     with jax.set_mesh(run.mesh):
@@ -406,8 +454,9 @@ def _train_sae(run: _Run, train_emb: np.ndarray, test_emb: np.ndarray) -> dict[s
     x = jnp.asarray(test_emb)
     out = model(x)
     dense = sae.densify(out.code, c["sae_latents"])
-    freq = np.asarray(sae.metrics.firing_frequency(
-        model.encode(jnp.asarray(train_emb)), c["sae_latents"]))
+    freq = np.asarray(
+        sae.metrics.firing_frequency(model.encode(jnp.asarray(train_emb)), c["sae_latents"])
+    )
     metrics = {
         "fvu": float(sae.metrics.fvu(x, out.reconstruction)),
         "l0": float(sae.metrics.l0(dense)),
@@ -420,8 +469,12 @@ def _train_sae(run: _Run, train_emb: np.ndarray, test_emb: np.ndarray) -> dict[s
         c["sae_latents"],
         top_n=8,
     )
-    return {"metrics": metrics, "firing_frequency": freq, "top_values": np.asarray(values),
-            "top_indices": np.asarray(indices)}
+    return {
+        "metrics": metrics,
+        "firing_frequency": freq,
+        "top_values": np.asarray(values),
+        "top_indices": np.asarray(indices),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,8 +503,7 @@ def _latent_grid(images, labels, freq, top_values, top_indices, n_latents):
             ax.imshow(images[i, :, :, 0], cmap="gray_r", vmin=0, vmax=16)
             ax.set_title(str(int(labels[i])), fontsize=7, pad=1)
         axes[r][0].set_ylabel(f"latent {j}", fontsize=7)
-    fig.suptitle("TopK SAE: top-activating training digits per latent (title = label)",
-                 fontsize=8)
+    fig.suptitle("TopK SAE: top-activating training digits per latent (title = label)", fontsize=8)
     return fig
 
 
@@ -476,8 +528,14 @@ def _write_report(run: _Run, ev: dict, sae_out: dict, train: dict) -> dict[str, 
     fig.axes[0].legend()
     files["spectrum"] = plots.save(fig, wd / "spectrum.png")
     files["sae_latents"] = plots.save(
-        _latent_grid(train["image"], train["label"], sae_out["firing_frequency"],
-                     sae_out["top_values"], sae_out["top_indices"], c["sae_grid_latents"]),
+        _latent_grid(
+            train["image"],
+            train["label"],
+            sae_out["firing_frequency"],
+            sae_out["top_values"],
+            sae_out["top_indices"],
+            c["sae_grid_latents"],
+        ),
         wd / "sae_latents.png",
     )
     files["sae_density"] = plots.save(
@@ -499,14 +557,22 @@ def _write_report(run: _Run, ev: dict, sae_out: dict, train: dict) -> dict[str, 
     ]
     for m in dims:
         L, R = ev["learned"]["per_dim"][m], ev["random"]["per_dim"][m]
-        lines.append(f"| {m} | {L['knn']:.3f} | {R['knn']:.3f} | {L['linear_probe']:.3f} | "
-                     f"{R['linear_probe']:.3f} |")
-    lines += ["", "## Embedding geometry (test split, full width)", "",
-              "| | RankMe | alignment | uniformity |", "|---|---:|---:|---:|"]
+        lines.append(
+            f"| {m} | {L['knn']:.3f} | {R['knn']:.3f} | {L['linear_probe']:.3f} | "
+            f"{R['linear_probe']:.3f} |"
+        )
+    lines += [
+        "",
+        "## Embedding geometry (test split, full width)",
+        "",
+        "| | RankMe | alignment | uniformity |",
+        "|---|---:|---:|---:|",
+    ]
     for name in ("learned", "random"):
         e = ev[name]
-        lines.append(f"| {name} | {e['rankme']:.2f} | {e['alignment']:.3f} | "
-                     f"{e['uniformity']:.3f} |")
+        lines.append(
+            f"| {name} | {e['rankme']:.2f} | {e['alignment']:.3f} | {e['uniformity']:.3f} |"
+        )
     sm = sae_out["metrics"]
     lines += [
         "",
@@ -577,17 +643,20 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
 
     _train(run, train_source)
     ev = _evaluate(run, train, test)
-    sae_out = _train_sae(run, ev.pop("learned_train_embeddings"),
-                         ev.pop("learned_test_embeddings"))
+    sae_out = _train_sae(run, ev.pop("learned_train_embeddings"), ev.pop("learned_test_embeddings"))
     _write_report(run, ev, sae_out, train)
 
     summary = {
         "final": True,
         "steps": config["steps"],
-        "knn": {name: {m: ev[name]["per_dim"][m]["knn"] for m in config["dims"]}
-                for name in ("learned", "random")},
-        "linear_probe": {name: {m: ev[name]["per_dim"][m]["linear_probe"]
-                                for m in config["dims"]} for name in ("learned", "random")},
+        "knn": {
+            name: {m: ev[name]["per_dim"][m]["knn"] for m in config["dims"]}
+            for name in ("learned", "random")
+        },
+        "linear_probe": {
+            name: {m: ev[name]["per_dim"][m]["linear_probe"] for m in config["dims"]}
+            for name in ("learned", "random")
+        },
         "rankme": {n: ev[n]["rankme"] for n in ("learned", "random")},
         "alignment": {n: ev[n]["alignment"] for n in ("learned", "random")},
         "uniformity": {n: ev[n]["uniformity"] for n in ("learned", "random")},

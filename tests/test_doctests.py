@@ -20,9 +20,7 @@ def _modules():
 def test_doctests(name):
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(
-        optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
-    )
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     for test in finder.find(module, name, globs={}):
         if test.filename is not None and not test.filename.startswith(jaxemb.__path__[0]):
             continue

@@ -51,9 +51,7 @@ def test_nt_xent_duplicates_zero_vectors_and_extremes(rng):
     z1[3] = z1[2]
     z2[5] = 0.0
     for t, scale in [(1e-3, 1.0), (0.5, 1e4)]:
-        val, g = jax.value_and_grad(lambda a, s=scale, tt=t: nt_xent(a * s, z2, temperature=tt))(
-            z1
-        )
+        val, g = jax.value_and_grad(lambda a, s=scale, tt=t: nt_xent(a * s, z2, temperature=tt))(z1)
         assert np.isfinite(val) and np.isfinite(np.asarray(g)).all()
     np.testing.assert_allclose(nt_xent(z1, z2, temperature=0.5), np_nt_xent(z1, z2, 0.5), rtol=1e-5)
 

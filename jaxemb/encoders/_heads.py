@@ -33,8 +33,9 @@ class ProjectionHead(nnx.Module):
       Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations", 2020.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, hidden: int | None = None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, in_features: int, out_features: int, *, hidden: int | None = None, rngs: nnx.Rngs
+    ):
         hidden = in_features if hidden is None else hidden
         self.fc1 = nnx.Linear(in_features, hidden, rngs=rngs)
         self.fc2 = nnx.Linear(hidden, out_features, rngs=rngs)
@@ -122,5 +123,3 @@ class L2Normalize(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         v.check_array(x, "x")
         return l2_normalize(x)
-
-

@@ -75,9 +75,7 @@ class MLPEncoder(nnx.Module):
         v.check_array(x, "x", kind="number")
         x = jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
         if x.shape[1] != self.in_features:
-            raise ValueError(
-                f"x must flatten to [batch, {self.in_features}]; got {v.shape_str(x)}"
-            )
+            raise ValueError(f"x must flatten to [batch, {self.in_features}]; got {v.shape_str(x)}")
         for lin, norm in zip(self.hidden, self.norms):
             x = self.act(norm(lin(x)))
         return self.out(x)
@@ -134,9 +132,7 @@ class ConvEncoder(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         v.check_array(x, "x", ndim=4, kind="number")
         if x.shape[-1] != self.in_channels:
-            raise ValueError(
-                f"x must be [batch, H, W, {self.in_channels}]; got {v.shape_str(x)}"
-            )
+            raise ValueError(f"x must be [batch, H, W, {self.in_channels}]; got {v.shape_str(x)}")
         x = x.astype(jnp.float32)
         for conv, norm in zip(self.convs, self.norms):
             x = self.act(norm(conv(x)))

@@ -1,4 +1,4 @@
-"""Device mesh and batch sharding helpers (data parallelism through ``jax.jit`` + ``NamedSharding``)."""
+"""Device mesh and batch sharding helpers (data parallelism via jax.jit + NamedSharding)."""
 
 from __future__ import annotations
 
