@@ -1,0 +1,352 @@
+"""The ``jaxemb`` command line.
+
+Subcommands:
+
+- ``jaxemb analyze emb.npy [--labels labels.npy] [--other other.npy] --out DIR`` writes
+  ``DIR/report.md`` with every diagnostic of :mod:`jaxemb.analysis` and its plots.
+
+Adding a subcommand: write ``_add_<name>(subparsers)`` that creates its parser and sets
+``handler=<function(args) -> int>`` with ``set_defaults``, and append it to ``_SUBCOMMANDS``.
+Handlers raise :class:`CLIError` (or ``ValueError``) for bad input; :func:`main` prints the
+message as one paragraph on stderr and returns exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """Bad input to a subcommand: reported on stderr with exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and checking inputs (before anything is computed or written)
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"{what} file not found: {path}")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise CLIError(f"could not read {what} {path} as a .npy array: {err}") from err
+
+
+def _embeddings(path: str, what: str) -> np.ndarray:
+    x = _load_npy(path, what)
+    if x.ndim != 2:
+        raise CLIError(
+            f"{what} {path} must be a 2-D array [N, D] of embeddings; got shape {list(x.shape)}"
+        )
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise CLIError(f"{what} {path} must hold numbers; got dtype {x.dtype}")
+    if x.shape[0] < 3 or x.shape[1] < 1:
+        raise CLIError(f"{what} {path} must have at least 3 rows and 1 column; got {list(x.shape)}")
+    x = x.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if bad.size:
+        shown = ", ".join(str(i) for i in bad[:10]) + (", ..." if bad.size > 10 else "")
+        raise CLIError(
+            f"{what} {path} must be finite; got NaN/inf in {bad.size} of {x.shape[0]} rows "
+            f"(rows {shown})"
+        )
+    return x
+
+
+def _labels(path: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as class indices 0..C-1 plus the original class values."""
+    y = _load_npy(path, "labels")
+    if y.ndim != 1 or y.shape[0] != n:
+        raise CLIError(
+            f"labels {path} must be a 1-D array with one label per embedding row ({n}); "
+            f"got shape {list(y.shape)}"
+        )
+    if not (
+        np.issubdtype(y.dtype, np.integer)
+        or np.issubdtype(y.dtype, np.bool_)
+        or np.issubdtype(y.dtype, np.str_)
+    ):
+        raise CLIError(f"labels {path} must be integers or strings; got dtype {y.dtype}")
+    classes, idx = np.unique(y, return_inverse=True)
+    return idx.astype(np.int32), classes
+
+
+# ---------------------------------------------------------------------------------------------
+# analyze
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt(v: Any) -> str:
+    v = float(v)
+    if not np.isfinite(v):
+        return str(v)
+    return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = min(max(1, int(round(fraction * n))), n - 1)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def _pair_similarities(x, y, max_points, seed):
+    """Cosine similarities of same-label and different-label pairs i < j (subsampled rows)."""
+    rng = np.random.default_rng(seed)
+    idx = np.arange(len(x)) if len(x) <= max_points else rng.choice(len(x), max_points, False)
+    u = x[idx].astype(np.float64)
+    u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+    sims = u @ u.T
+    iu = np.triu_indices(len(idx), k=1)
+    same = y[idx][iu[0]] == y[idx][iu[1]]
+    return sims[iu][same], sims[iu][~same], len(idx)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    import jax.numpy as jnp
+
+    from jaxemb import analysis
+    from jaxemb.analysis import plots
+
+    # 1. Read and check every input; nothing is written before all of it is computed.
+    x = _embeddings(args.emb, "embeddings")
+    n, d = x.shape
+    y = classes = other = None
+    if args.labels is not None:
+        y, classes = _labels(args.labels, n)
+    if args.other is not None:
+        other = _embeddings(args.other, "other embeddings")
+        if other.shape[0] != n:
+            raise CLIError(
+                f"other embeddings {args.other} must have one row per embedding row ({n}); "
+                f"got shape {list(other.shape)}"
+            )
+    k = args.k
+    if k < 1 or k > n - 1:
+        raise CLIError(f"--k must be in [1, N - 1 = {n - 1}] for {n} embeddings; got {k}")
+    if not 0.0 < args.test_fraction < 1.0:
+        raise CLIError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
+
+    # 2. Compute.
+    xj = jnp.asarray(x)
+    rows: list[tuple[str, str, str]] = []  # (metric, value, note)
+    sv = np.asarray(analysis.spectrum(xj))
+    rows.append(("RankMe", _fmt(analysis.rankme(xj)), "exp entropy of singular values"))
+    rows.append(("participation ratio", _fmt(analysis.participation_ratio(xj)), "(Σλ)²/Σλ²"))
+    rows.append(("anisotropy", _fmt(analysis.anisotropy(xj)), "mean cosine, i ≠ j"))
+    rows.append(("isotropy", _fmt(analysis.isotropy(xj)), "min Z(u) / max Z(u)"))
+    rows.append(("uniformity", _fmt(analysis.uniformity(xj, chunk_size=1024)), "t = 2"))
+    lid_k = max(k, 2)  # k = 1 makes the MLE degenerate; N >= 3 so 2 <= N - 1
+    rows.append(
+        ("LID (MLE)", _fmt(analysis.lid_mle(xj, lid_k)), f"k = {lid_k}, MacKay–Ghahramani mean")
+    )
+    rows.append(("LID (TwoNN)", _fmt(analysis.lid_twonn(xj)), "MLE N / Σ log(r2/r1)"))
+    hub = analysis.hubness(xj, k)
+    rows.append(("hubness skewness", _fmt(hub.skewness), f"k = {k}, cosine kNN"))
+    rows.append(("anti-hub fraction", _fmt(hub.antihub_fraction), f"N_{k} = 0"))
+
+    cka_rows: list[tuple[str, str, str]] = []
+    if other is not None:
+        oj = jnp.asarray(other)
+        cka_rows.append(("linear CKA", _fmt(analysis.linear_cka(xj, oj)), "Kornblith et al."))
+        if n >= 4:
+            cka_rows.append(
+                (
+                    "linear CKA (debiased)",
+                    _fmt(analysis.linear_cka(xj, oj, debiased=True)),
+                    "unbiased HSIC",
+                )
+            )
+        m = min(n, args.max_points)
+        sub = np.sort(np.random.default_rng(args.seed).choice(n, m, replace=False))
+        note = "σ = median distance" + (f", {m} random rows" if m < n else "")
+        cka_rows.append(("RBF CKA", _fmt(analysis.rbf_cka(x[sub], other[sub])), note))
+        if other.shape[1] == d:
+            cka_rows.append(
+                ("alignment", _fmt(analysis.alignment(xj, oj)), "row i of emb vs row i of other")
+            )
+
+    probe_rows: list[tuple[str, str, str]] = []
+    sims = None
+    if y is not None:
+        train, test = _split(n, args.test_fraction, args.seed)
+        num_classes = len(classes)
+        kk = min(k, len(train))
+        knn = analysis.knn_accuracy(
+            x[train], y[train], x[test], y[test], k=kk, num_classes=num_classes
+        )
+        probe = analysis.linear_probe(x[train], y[train], x[test], y[test], num_classes=num_classes)
+        split_note = f"{len(train)} train / {len(test)} test rows, seed {args.seed}"
+        probe_rows.append(("kNN accuracy", _fmt(knn), f"k = {kk}, τ = 0.07; {split_note}"))
+        probe_rows.append(("linear probe accuracy", _fmt(probe.accuracy), split_note))
+        probe_rows.append(("linear probe train accuracy", _fmt(probe.train_accuracy), ""))
+        sims = _pair_similarities(x, y, args.max_points, args.seed)
+
+    figures = {"spectrum.png": plots.spectrum_plot(sv)}
+    figures["projection.png"] = (
+        plots.projection_2d(x, None if y is None else classes[y]) if d >= 2 else None
+    )
+    sim_note = None
+    if sims is not None:
+        pos, neg, used = sims
+        if pos.size and neg.size:
+            fig = plots.similarity_histogram(pos, neg, labels=("same label", "different label"))
+            figures["similarity.png"] = fig
+            sim_note = (
+                f"Cosine similarity of all pairs of {used} rows"
+                + (" (a random subset)" if used < n else "")
+                + f": {pos.size} same-label pairs (mean {_fmt(pos.mean())}), "
+                f"{neg.size} different-label pairs (mean {_fmt(neg.mean())})."
+            )
+        else:
+            sim_note = (
+                "Similarity histogram skipped: needs both same-label and different-label pairs."
+            )
+
+    # 3. Write: figures, then the report (atomically).
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, fig in figures.items():
+            if fig is not None:
+                plots.save(fig, out / name)
+        lines = [
+            "# Embedding analysis report",
+            "",
+            f"- embeddings: `{args.emb}` — {n} rows × {d} dims",
+        ]
+        if args.labels is not None:
+            lines.append(f"- labels: `{args.labels}` — {len(classes)} classes")
+        if args.other is not None:
+            lines.append(f"- other: `{args.other}` — {other.shape[0]} rows × {other.shape[1]} dims")
+        lines += ["", "## Diagnostics", "", "| metric | value | notes |", "|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+        top = ", ".join(_fmt(s) for s in sv[:5])
+        lines += ["", f"Top singular values: {top}.", "", "![spectrum](spectrum.png)", ""]
+        if cka_rows:
+            lines += [
+                "## Similarity to `--other`",
+                "",
+                "| metric | value | notes |",
+                "|---|---|---|",
+            ]
+            lines += [f"| {a} | {b} | {c} |" for a, b, c in cka_rows]
+            lines.append("")
+        if probe_rows:
+            lines += [
+                "## Probes",
+                "",
+                "Fixed split: a seeded random permutation holds out "
+                f"{args.test_fraction:.0%} of the rows as the test set (no leave-one-out).",
+                "",
+                "| metric | value | notes |",
+                "|---|---|---|",
+            ]
+            lines += [f"| {a} | {b} | {c} |" for a, b, c in probe_rows]
+            lines.append("")
+            lines += ["## Similarity histogram", "", sim_note or "", ""]
+            if "similarity.png" in figures:
+                lines += ["![similarity](similarity.png)", ""]
+        if figures.get("projection.png") is not None:
+            lines += ["## 2-D projection (PCA)", "", "![projection](projection.png)", ""]
+        tmp = out / ".report.md.tmp"
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+        os.replace(tmp, out / "report.md")
+    except OSError as err:
+        raise CLIError(f"could not write the report to {out}: {err}") from err
+    print(out / "report.md")
+    return EXIT_OK
+
+
+def _add_analyze(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "analyze",
+        help="write a Markdown report of embedding diagnostics and plots",
+        description=(
+            "Computes RankMe, participation ratio, anisotropy, isotropy, uniformity, LID "
+            "(MLE and TwoNN), hubness and the spectrum of EMB; with --other also linear, "
+            "debiased-linear and RBF CKA; with --labels also kNN accuracy and a linear probe "
+            "on a fixed seeded train/test split and a same-label vs different-label "
+            "similarity histogram. Writes OUT/report.md and PNG plots."
+        ),
+    )
+    p.add_argument("emb", help="embeddings, a .npy array [N, D]")
+    p.add_argument("--labels", help="labels, a .npy array [N] of integers or strings")
+    p.add_argument("--other", help="a second representation of the same N inputs, .npy [N, D2]")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--k", type=int, default=10, help="neighbours for LID, hubness and kNN")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and subsamples")
+    p.add_argument(
+        "--test-fraction", type=float, default=0.2, help="held-out fraction for the probes"
+    )
+    p.add_argument(
+        "--max-points",
+        type=int,
+        default=2000,
+        help="rows subsampled for RBF CKA and the similarity histogram",
+    )
+    p.set_defaults(handler=_analyze)
+
+
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_analyze,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``jaxemb`` argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="jaxemb", description="jaxemb command line tools")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def _error(command: str | None, message: str) -> int:
+    prefix = f"jaxemb {command}: error: " if command else "jaxemb: error: "
+    text = " ".join(str(message).split())  # one paragraph
+    print(textwrap.fill(prefix + text, width=100), file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``jaxemb`` command line and returns its exit code.
+
+    Args:
+      argv: arguments without the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns:
+      0 on success, 2 on bad input (message on stderr, nothing written).
+
+    Examples:
+      >>> from jaxemb.cli import main
+      >>> main(["analyze", "/no/such/file.npy", "--out", "/tmp/never"])
+      2
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse already printed its usage message
+        return int(exit_.code or 0)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        return _error(None, "a subcommand is required (e.g. jaxemb analyze --help)")
+    try:
+        return args.handler(args)
+    except (CLIError, ValueError) as err:
+        return _error(args.command, str(err))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
