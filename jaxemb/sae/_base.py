@@ -19,6 +19,8 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
+from jaxemb.sae._kernels import _sparse_decode as _sparse_decode
+from jaxemb.sae._kernels import sparse_decode as sparse_decode
 
 
 class SparseCode(NamedTuple):
@@ -115,41 +117,8 @@ def _densify(values: jax.Array, indices: jax.Array, d_sae: int) -> jax.Array:
     return jnp.zeros((values.shape[0], d_sae), values.dtype).at[rows, indices].add(values)
 
 
-def sparse_decode(values: ArrayLike, indices: ArrayLike, W_dec: ArrayLike) -> jax.Array:
-    """Decodes a sparse code without bias: ``Σ_j values[n, j] · W_dec[indices[n, j]]``.
-
-    A gather of the ``N·k`` selected decoder rows and a weighted sum, so the cost is
-    ``O(N·k·d_in)`` instead of the dense ``O(N·d_sae·d_in)``; its gradient with respect to
-    ``W_dec`` is a scatter-add into the selected rows only.
-
-    Args:
-      values: ``[N, k]`` float activations.
-      indices: ``[N, k]`` int latent indices.
-      W_dec: ``[d_sae, d_in]`` decoder.
-
-    Returns:
-      ``[N, d_in]`` in the promoted dtype of ``values`` and ``W_dec``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from jaxemb.sae import sparse_decode
-      >>> W = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-      >>> sparse_decode(jnp.array([[2.0, 3.0]]), jnp.array([[2, 0]]), W).tolist()
-      [[5.0, 2.0]]
-
-    References:
-      eai-sparsify ``decoder_impl`` (``SparseCoder.decode`` without ``b_dec``).
-    """
-    v.check_array(values, "values", ndim=2, kind="float", allow_empty=True)
-    v.check_array(indices, "indices", ndim=2, kind="int", allow_empty=True)
-    v.check_same_shape(values, "values", indices, "indices")
-    v.check_array(W_dec, "W_dec", ndim=2, kind="float")
-    return _sparse_decode(values, indices, W_dec)
-
-
-def _sparse_decode(values: jax.Array, indices: jax.Array, W_dec: jax.Array) -> jax.Array:
-    rows = jnp.take(W_dec, indices, axis=0)  # [N, k, d_in]
-    return jnp.einsum("nk,nkd->nd", values, rows)
+# ``sparse_decode`` (public) and ``_sparse_decode`` (no validation) carry the custom VJP whose
+# backward scatter-adds into the selected decoder rows only; they live in ``_kernels``.
 
 
 # ---------------------------------------------------------------------------------------------

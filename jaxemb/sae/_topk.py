@@ -21,6 +21,7 @@ from jaxemb.sae._base import (
     total_variance,
 )
 from jaxemb.sae._dead import check_threshold
+from jaxemb.sae._kernels import gather_pre_activations, topk_from_pre
 
 
 class TopKSAE(nnx.Module):
@@ -193,8 +194,13 @@ class TopKSAE(nnx.Module):
           :class:`SAEOutput` ``(reconstruction [N, d_in], code, pre_activations [N, d_sae])``.
         """
         check_batch(x, self.d_in)
-        pre = self._pre(jnp.asarray(x))
-        code = self._encode(pre)
+        x = jnp.asarray(x)
+        pre = self._pre(x)
+        # Same values as self._encode(pre); the gradient skips the dense [N, d_sae] cotangent.
+        values, indices = topk_from_pre(
+            pre, x, self.W_enc[...], self.b_enc[...], self.b_dec[...], k=self.k
+        )
+        code = SparseCode(values, indices)
         return SAEOutput(self._decode(code), code, pre)
 
     def training_loss(
@@ -286,7 +292,8 @@ def _topk_loss(
     else:
         dead_mask = jnp.asarray(dead_mask)
         residual = jax.lax.stop_gradient(x.astype(f32) - out.reconstruction.astype(f32))
-        auxk = _auxk(out.pre_activations, residual, model.W_dec[...], dead_mask, tv)
+        encoder = (x, model.W_enc[...], model.b_enc[...], model.b_dec[...])
+        auxk = _auxk(out.pre_activations, residual, model.W_dec[...], dead_mask, tv, encoder)
         dead_fraction = jnp.mean(dead_mask.astype(f32))
     loss = fvu + model.aux_coef * auxk
     metrics = {
@@ -301,15 +308,26 @@ def _topk_loss(
 
 
 def _auxk(
-    pre: jax.Array, residual: jax.Array, W_dec: jax.Array, dead_mask: jax.Array, tv: jax.Array
+    pre: jax.Array,
+    residual: jax.Array,
+    W_dec: jax.Array,
+    dead_mask: jax.Array,
+    tv: jax.Array,
+    encoder: tuple[jax.Array, ...] | None = None,
 ) -> jax.Array:
+    # encoder = (x, W_enc, b_enc, b_dec) that produced pre: the gradient then reaches the encoder
+    # through the k_aux selected columns only (same values and gradients as plain autodiff).
     d_sae, d_in = W_dec.shape
     k_aux_nominal = max(d_in // 2, 1)  # sparsify: y.shape[-1] // 2 (guarded for d_in = 1)
     k_aux = min(k_aux_nominal, d_sae)  # static; rows beyond n_dead are masked below
     n_dead = jnp.sum(dead_mask).astype(residual.dtype)
     scale = jnp.minimum(n_dead / k_aux_nominal, 1.0)
     masked = jnp.where(dead_mask[None, :], jax.nn.relu(pre), -jnp.inf)
-    values, indices = jax.lax.top_k(masked, k_aux)
+    if encoder is None:
+        values, indices = jax.lax.top_k(masked, k_aux)
+    else:
+        _, indices = jax.lax.top_k(jax.lax.stop_gradient(masked), k_aux)
+        values = jax.nn.relu(gather_pre_activations(pre, indices, *encoder))
     # With n_dead < k_aux the tail of the top-k holds live latents at -inf: drop them, which is
     # sparsify's top-min(k_aux, n_dead).
     values = jnp.where(dead_mask[indices], values, 0.0)
