@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxemb._validate import check_choice, check_int, check_positive, shape_str
@@ -507,8 +508,8 @@ def pick_anchors(
     x = _matrix(x, "x")
     check_int(n, "n", minimum=1, maximum=x.shape[0])
     check_choice(method, "method", ("random", "kmeans++", "farthest"))
-    if isinstance(key, (int,)) and not isinstance(key, bool):
-        key = jax.random.key(key)
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        key = jax.random.key(int(key))
     elif not isinstance(key, jax.Array):
         raise ValueError(f"key must be a jax.random key or an int seed; got {type(key).__name__}")
     return _pick_anchors(jnp.asarray(x), key, n=int(n), method=method)
