@@ -54,6 +54,28 @@ def test_exact_ties_match_brute_force(rng, metric, chunk_size):
     assert (np.diff(ref_s, axis=1) == 0).sum() > 100
 
 
+@pytest.mark.parametrize("metric", ["dot", "l2"])
+@pytest.mark.parametrize(("k", "chunk_size"), [(1, 64), (3, 96), (5, 200), (2, 504)])
+def test_group_prefilter_heavy_ties(rng, metric, k, chunk_size):
+    # chunk_size // 8 >= 4 * k selects the grouped-maximum pre-filter; scores take only a few
+    # distinct values, so the k-th value is tied across many rows and groups.
+    corpus = _int_data(rng, 1000, 2, lo=0, hi=5)
+    queries = _int_data(rng, 40, 2, lo=0, hi=5)
+    scores, idx = search(queries, corpus, k, metric=metric, chunk_size=chunk_size)
+    ref_s, ref_i = _brute_force(queries, corpus, k, metric)
+    np.testing.assert_array_equal(np.asarray(idx), ref_i)
+    np.testing.assert_array_equal(np.asarray(scores, np.float64), ref_s)
+
+
+def test_group_prefilter_tie_inside_a_higher_group():
+    # Chunk of 64 rows in groups of 8 (k=2 takes the grouped path). Row 40 (group 5) scores 10
+    # and row 41 (same group) ties with row 3 (group 0) at 5: the lower row, 3, must win.
+    corpus = np.zeros((64, 1), np.float32)
+    corpus[40], corpus[41], corpus[3] = 10.0, 5.0, 5.0
+    scores, idx = search(np.ones((1, 1), np.float32), corpus, 2, metric="dot", chunk_size=64)
+    assert idx.tolist() == [[40, 3]] and scores.tolist() == [[10.0, 5.0]]
+
+
 def test_cosine_exact_ties_with_dyadic_rows(rng):
     # Rows with four entries +-1 (norm 2) and their x2 copies normalise to exact +-0.5
     # entries, so cosine scores are exact and the scaled copies tie exactly.

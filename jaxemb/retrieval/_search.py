@@ -66,55 +66,80 @@ def _prepare(x: jax.Array, metric: str) -> tuple[jax.Array, jax.Array | None]:
     return x, None
 
 
-def _scores(q, q_sq, c, c_sq, metric: str) -> jax.Array:
-    """Similarity ``[Qb, C]`` where larger is better (negative squared distance for l2)."""
-    s = jnp.matmul(q, c.T, precision=jax.lax.Precision.HIGHEST)
+def _scores_t(q, q_sq, c, c_sq, metric: str) -> jax.Array:
+    """Similarity ``[C, Qb]`` (corpus rows first) where larger is better (``-d²`` for l2)."""
+    s = jnp.matmul(c, q.T, precision=jax.lax.Precision.HIGHEST)
     if metric == "l2":
-        s = jnp.maximum(q_sq[:, None] + c_sq[None, :] - 2.0 * s, 0.0)
-        s = -s
+        s = -jnp.maximum(c_sq[:, None] + q_sq[None, :] - 2.0 * s, 0.0)
     # -0.0 and 0.0 are equal for the brute-force reference but ordered by lax.top_k; real
     # scores are also kept above -inf, which marks padding.
     finfo = jnp.finfo(s.dtype)
     return jnp.where(s == 0, jnp.zeros_like(s), jnp.maximum(s, finfo.min))
 
 
-def _local_search(q, c, n_valid, offset, *, k: int, chunk: int, metric: str):
-    """Top-k of ``q`` against rows ``c`` (``[n_chunks * chunk, D]``) with a running merge.
+def _chunk_candidates(s_t, kk: int, group: int):
+    """Candidates ``(values, positions)`` ``[Qb, n]`` holding each query's top ``kk`` of a chunk.
 
-    Rows at local position ``>= n_valid`` are padding. Returned indices are ``offset + local``.
+    ``s_t`` is ``[C, Qb]``. With ``group > 1`` the chunk's rows are cut into contiguous groups
+    of ``group`` rows; the ``kk`` groups with the largest maxima (ties: lower group first)
+    contain the top ``kk`` rows, lower-index rows first among ties, because every group holding
+    a needed row has a maximum at least that row's value and lower groups win ties. Those
+    groups' rows are returned in increasing position, so a stable ``top_k`` over them breaks
+    ties by the lower row. This is exact and reads the scores once with a cheap ``max``
+    instead of running ``top_k`` over the whole chunk.
+    """
+    c, nq = s_t.shape
+    if group == 1:
+        v, i = jax.lax.top_k(s_t.T, kk)
+        return v, i
+    s3 = s_t.reshape(c // group, group, nq)
+    _, gid = jax.lax.top_k(jnp.max(s3, axis=1).T, kk)  # [Qb, kk]
+    gid = jnp.sort(gid, axis=1)
+    within = jnp.arange(group, dtype=jnp.int32)
+    cand = s3[gid[:, :, None], within[None, None, :], jnp.arange(nq)[:, None, None]]
+    pos = gid[:, :, None] * group + within[None, None, :]
+    return cand.reshape(nq, kk * group), pos.reshape(nq, kk * group).astype(jnp.int32)
+
+
+_GROUP = 8
+
+
+def _local_search(q, c, n_valid, offset, *, k: int, chunk: int, metric: str):
+    """Top-k of ``q`` against the rows of ``c`` ``[M, D]`` with a running merge over chunks.
+
+    Chunks are sliced in place (no padded or normalised copy of the corpus): chunk ``j``
+    covers rows ``[j * chunk, (j + 1) * chunk)``; the last one starts at ``M - chunk`` instead,
+    and rows it shares with the previous chunk are masked. Rows at position ``>= n_valid`` are
+    padding and masked too. Returned indices are ``offset + row``.
     """
     q, q_sq = _prepare(q, metric)
-    c, c_sq = _prepare(c, metric)
-    n_chunks = c.shape[0] // chunk
-    c = c.reshape(n_chunks, chunk, c.shape[1])
-    c_sq = None if c_sq is None else c_sq.reshape(n_chunks, chunk)
+    m, d = c.shape
+    n_chunks = -(-m // chunk)
     nq = q.shape[0]
-    dtype = q.dtype
+    kk = min(k, chunk)
+    group = _GROUP if chunk % _GROUP == 0 and chunk // _GROUP >= 4 * kk else 1
 
-    def body(carry, xs):
+    def body(j, carry):
         vals, idx = carry
-        j, cj, cj_sq = xs
-        s = _scores(q, q_sq, cj, cj_sq, metric)
-        local = j * chunk + jnp.arange(chunk, dtype=jnp.int32)
-        s = jnp.where((local < n_valid)[None, :], s, -jnp.inf)
-        kk = min(k, chunk)
-        v_new, i_new = jax.lax.top_k(s, kk)
-        i_new = i_new + (j * chunk + offset).astype(jnp.int32)
+        begin = j * chunk
+        start = jnp.minimum(begin, m - chunk)
+        cj, cj_sq = _prepare(jax.lax.dynamic_slice(c, (start, 0), (chunk, d)), metric)
+        s_t = _scores_t(q, q_sq, cj, cj_sq, metric)
+        rows = start + jnp.arange(chunk, dtype=jnp.int32)
+        s_t = jnp.where(((rows >= begin) & (rows < n_valid))[:, None], s_t, -jnp.inf)
+        v_new, i_new = _chunk_candidates(s_t, kk, group)
+        i_new = i_new + (start + offset).astype(jnp.int32)
         # Running list first: it holds lower indices, and top_k favours lower positions.
         v_all = jnp.concatenate([vals, v_new], axis=1)
         i_all = jnp.concatenate([idx, i_new], axis=1)
         v, pos = jax.lax.top_k(v_all, k)
-        return (v, jnp.take_along_axis(i_all, pos, axis=1)), None
+        return v, jnp.take_along_axis(i_all, pos, axis=1)
 
     init = (
-        jnp.full((nq, k), -jnp.inf, dtype),
+        jnp.full((nq, k), -jnp.inf, q.dtype),
         jnp.full((nq, k), jnp.iinfo(jnp.int32).max, jnp.int32),
     )
-    if c_sq is None:  # unused by cosine/dot; a placeholder keeps one scan signature
-        c_sq = jnp.zeros((n_chunks, chunk), dtype)
-    xs = (jnp.arange(n_chunks, dtype=jnp.int32), c, c_sq)
-    (vals, idx), _ = jax.lax.scan(body, init, xs)
-    return vals, idx
+    return jax.lax.fori_loop(0, n_chunks, body, init)
 
 
 def _blocked_queries(fn, q, q_block: int):
@@ -132,9 +157,9 @@ def _blocked_queries(fn, q, q_block: int):
 @functools.partial(jax.jit, static_argnames=("k", "chunk", "q_block", "metric"))
 def _search_single(queries, corpus, *, k, chunk, q_block, metric):
     n = corpus.shape[0]
-    n_pad = -(-n // chunk) * chunk
-    c = jnp.pad(corpus, ((0, n_pad - n), (0, 0)))
-    fn = functools.partial(_local_search, c=c, n_valid=n, offset=0, k=k, chunk=chunk, metric=metric)
+    fn = functools.partial(
+        _local_search, c=corpus, n_valid=n, offset=0, k=k, chunk=chunk, metric=metric
+    )
     return _blocked_queries(lambda qb: fn(qb), queries, q_block)
 
 
@@ -142,8 +167,10 @@ def _search_single(queries, corpus, *, k, chunk, q_block, metric):
 def _search_sharded(queries, corpus, *, k, chunk, q_block, metric, mesh, n_local):
     n = corpus.shape[0]
     n_dev = mesh.shape["data"]
-    c = jnp.pad(corpus, ((0, n_dev * n_local - n), (0, 0)))
-    c = jax.lax.with_sharding_constraint(c, NamedSharding(mesh, P("data")))
+    c = corpus
+    if n_dev * n_local != n:
+        c = jnp.pad(corpus, ((0, n_dev * n_local - n), (0, 0)))
+        c = jax.lax.with_sharding_constraint(c, NamedSharding(mesh, P("data")))
 
     def per_device(q, c_local):
         d = jax.lax.axis_index("data")
@@ -215,8 +242,8 @@ def search(
       metric: ``"cosine"`` (rows L2-normalised with eps 1e-12, then dot product), ``"dot"``
         (inner product, as ``faiss.IndexFlatIP``) or ``"l2"`` (squared Euclidean distance,
         as ``faiss.IndexFlatL2``).
-      chunk_size: corpus rows scored at a time (need not divide N: the corpus is padded and
-        the padding masked).
+      chunk_size: corpus rows scored at a time. It need not divide N: the last chunk is
+        shifted back to end at row N and its rows already scored are masked.
       query_chunk_size: queries scored at a time (bounds memory to
         ``query_chunk_size * chunk_size`` scores).
       mesh: a mesh with a ``data`` axis to split the corpus over; ``None`` uses the mesh of a
@@ -275,9 +302,8 @@ def search(
         )
     else:
         n_dev = mesh.shape["data"]
-        per_dev = -(-n // n_dev)
-        chunk = min(chunk_size, per_dev)
-        n_local = -(-per_dev // chunk) * chunk
+        n_local = -(-n // n_dev)
+        chunk = min(chunk_size, n_local)
         vals, idx = _search_sharded(
             queries,
             corpus,
