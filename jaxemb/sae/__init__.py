@@ -37,6 +37,9 @@ from jaxemb.sae._dead import DeadLatentState as DeadLatentState
 from jaxemb.sae._dead import dead_latents_init as dead_latents_init
 from jaxemb.sae._dead import dead_latents_update as dead_latents_update
 from jaxemb.sae._dead import dead_mask as dead_mask
+from jaxemb.sae._io import load_sae as load_sae
+from jaxemb.sae._io import sae_variants as sae_variants
+from jaxemb.sae._io import save_sae as save_sae
 from jaxemb.sae._topk import TopKSAE as TopKSAE
 from jaxemb.sae._topk import topk_loss as topk_loss
 
@@ -58,6 +61,9 @@ __all__ = [
     "dead_mask",
     "TopKSAE",
     "topk_loss",
+    "save_sae",
+    "load_sae",
+    "sae_variants",
     "metrics",
     "analysis",
 ]
