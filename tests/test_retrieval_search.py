@@ -54,8 +54,9 @@ def test_exact_ties_match_brute_force(rng, metric, chunk_size):
     assert (np.diff(ref_s, axis=1) == 0).sum() > 100
 
 
-@pytest.mark.parametrize("metric", ["dot", "l2"])
-@pytest.mark.parametrize(("k", "chunk_size"), [(1, 64), (3, 96), (5, 200), (2, 504)])
+@pytest.mark.parametrize(
+    ("metric", "k", "chunk_size"), [("dot", 1, 64), ("l2", 3, 96), ("dot", 5, 200), ("l2", 2, 504)]
+)
 def test_group_prefilter_heavy_ties(rng, metric, k, chunk_size):
     # chunk_size // 8 >= 4 * k selects the grouped-maximum pre-filter; scores take only a few
     # distinct values, so the k-th value is tied across many rows and groups.
@@ -115,8 +116,9 @@ def test_k_equals_corpus_and_chunk_larger_than_corpus(rng):
     assert sorted(np.asarray(idx)[0].tolist()) == list(range(11))
 
 
-@pytest.mark.parametrize("metric", ["dot", "l2", "cosine"])
-@pytest.mark.parametrize("n", [13, 203])
+@pytest.mark.parametrize(
+    ("metric", "n"), [("dot", 13), ("l2", 13), ("cosine", 13), ("dot", 203), ("l2", 203)]
+)
 def test_sharded_over_mesh8_equals_unsharded(rng, mesh8, metric, n):
     corpus = _int_data(rng, n, 6)
     corpus[n - 1] = corpus[0]  # a tie across the first and last device shards
@@ -138,6 +140,22 @@ def test_mesh_detected_from_corpus_sharding(rng, mesh8):
     sharded = jax.device_put(corpus, NamedSharding(mesh8, P("data")))
     s, i = search(queries, sharded, 12, metric="l2", chunk_size=3)
     ref_s, ref_i = _brute_force(queries, corpus, 12, "l2")
+    np.testing.assert_array_equal(np.asarray(i), ref_i)
+    np.testing.assert_array_equal(np.asarray(s), ref_s)
+
+
+def test_bfloat16_inputs_computed_in_float32(rng):
+    corpus = _int_data(rng, 70, 6)  # small integers are exact in bfloat16
+    queries = _int_data(rng, 5, 6)
+    s, i = search(
+        jnp.asarray(queries, jnp.bfloat16),
+        jnp.asarray(corpus, jnp.bfloat16),
+        9,
+        metric="l2",
+        chunk_size=16,
+    )
+    ref_s, ref_i = _brute_force(queries, corpus, 9, "l2")
+    assert s.dtype == jnp.float32
     np.testing.assert_array_equal(np.asarray(i), ref_i)
     np.testing.assert_array_equal(np.asarray(s), ref_s)
 

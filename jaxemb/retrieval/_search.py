@@ -1,10 +1,12 @@
 """Exact nearest-neighbour search: chunked brute force with a running top-k merge.
 
 The corpus is scored in chunks of ``chunk_size`` rows (queries in blocks of
-``query_chunk_size``), and every chunk's top-k is merged into a running top-k with
-``jax.lax.top_k`` on the concatenation ``[running, chunk]``. ``top_k`` puts the lower position
-first among equal values and the running list always holds lower corpus indices than the chunk,
-so ties are broken by the lower corpus index, exactly as a stable brute-force sort. Over a
+``query_chunk_size``), and every chunk's top-k candidates are merged into a running top-k with
+``jax.lax.top_k`` on the concatenation ``[running, chunk candidates]``. ``top_k`` puts the lower
+position first among equal values, the running list always holds lower corpus indices than the
+chunk and the candidates are kept in increasing row order, so ties are broken by the lower
+corpus index, exactly as a stable brute-force sort. Within a chunk an exact grouped-maximum
+pre-filter (see ``_chunk_candidates``) avoids running ``top_k`` over every score. Over a
 device mesh the corpus is split along the ``data`` axis with ``jax.shard_map``: each device
 searches its contiguous shard, and the per-device lists (gathered in device order, hence in
 global-index order) are merged the same way.
@@ -42,7 +44,7 @@ def _nonfinite_rows(x: jax.Array) -> jax.Array:
     return ~jnp.all(jnp.isfinite(x), axis=1)
 
 
-def check_finite_rows(x: Any, name: str) -> None:
+def _check_finite_rows(x: Any, name: str) -> None:
     """Raises ``ValueError`` listing the rows of a concrete ``[N, D]`` array with NaN or inf."""
     if isinstance(x, jax.core.Tracer):
         return
@@ -288,8 +290,8 @@ def search(
     if mesh is not None and (not isinstance(mesh, Mesh) or "data" not in mesh.axis_names):
         raise ValueError(f"mesh must be a jax.sharding.Mesh with a 'data' axis; got {mesh!r}")
     if check_finite:
-        check_finite_rows(queries, "queries")
-        check_finite_rows(corpus, "corpus")
+        _check_finite_rows(queries, "queries")
+        _check_finite_rows(corpus, "corpus")
     k, chunk_size, query_chunk_size = int(k), int(chunk_size), int(query_chunk_size)
     if mesh is None:
         mesh = _detect_mesh(corpus)
