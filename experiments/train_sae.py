@@ -1,0 +1,710 @@
+"""Train any jaxemb sparse autoencoder on embeddings and write a report.
+
+Reads top to bottom in named sections (big_vision style): config, input, mesh, model and
+optimizer, sharding, checkpoint restore, train loop, evaluation, report.
+
+Inputs (``source=``):
+
+* ``planted_dictionary`` (default): the embedded synthetic dataset with a known dictionary, so
+  the report also gives the recovery of the true atoms (MMCS, fraction above 0.9 cosine);
+  ``planted_config="small"`` is a quick variant.
+* a ``.npy`` file of ``[rows, dim]`` float embeddings, memory-mapped (batches are read by row
+  index; the file is never loaded whole), or a ``.npz`` file (``npz_key=`` picks the array;
+  uncompressed members are memory-mapped too).
+* ``tfds:NAME[:SPLIT]``: a TFDS dataset prepared in array_record format; ``feature=`` names the
+  embedding feature.
+
+Run it directly::
+
+    python experiments/train_sae.py --workdir runs/sae variant=topk d_sae=512 k=8 steps=3000
+    python experiments/train_sae.py --workdir runs/emb source=embeddings.npy d_sae=8192 k=32
+
+Every ``key=value`` overrides a key of ``DEFAULT_CONFIG``. Re-running with the same workdir
+resumes from the last checkpoint. Writes ``report.md``, ``density.png``, ``metrics.jsonl`` and
+the trained SAE in the SAELens layout under ``sae/`` (``jaxemb.sae.load_sae`` reads it back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import json
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
+
+from jaxemb import checkpoint, data, parallel, sae
+from jaxemb.analysis import plots
+
+# ----------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------
+
+DEFAULT_CONFIG: dict[str, Any] = dict(
+    seed=0,
+    data_dir=None,  # TFDS data directory; None: $JAXEMB_DATA_DIR or ~/.cache/jaxemb/...
+    # input
+    source="planted_dictionary",  # | "path/to/emb.npy" | "path/to/emb.npz" | "tfds:NAME[:SPLIT]"
+    planted_config="default",  # planted_dictionary config: "default" | "small"
+    npz_key=None,  # array name inside a .npz (None: its only array)
+    feature="x",  # feature holding the embedding in a TFDS example
+    # model
+    variant="topk",  # a name in jaxemb.sae.sae_variants(): topk, relu, batchtopk, jumprelu, ...
+    d_sae=512,
+    k=8,  # active latents (TopK family; MatchingPursuit uses it as its number of steps)
+    variant_kwargs={},  # extra constructor arguments, e.g. {"l1_coef": 3.0}
+    dead_threshold=None,  # tokens without firing before a latent is dead (None: variant default)
+    init_b_dec="geometric_median",  # "geometric_median" | "mean" | "none"
+    normalize_input=False,  # scale inputs to E||x||^2 = d_in (stored with the SAE)
+    # training
+    steps=2000,
+    batch_size=1024,
+    lr=2e-3,
+    lr_warmup=100,
+    model_axis=1,  # > 1 shards the latents over a "model" mesh axis of this size
+    ckpt_every=500,
+    keep_checkpoints=2,
+    log_every=50,
+    # evaluation and report
+    eval_rows=8192,
+    top_latents=8,
+    top_n=8,
+)
+
+# Keys that may change between a run and its resumption without invalidating checkpoints.
+RESUMABLE_KEYS = (
+    "data_dir",
+    "steps",
+    "ckpt_every",
+    "keep_checkpoints",
+    "log_every",
+    "eval_rows",
+    "top_latents",
+    "top_n",
+)
+
+_POSITIVE_INT = {
+    "d_sae",
+    "k",
+    "steps",
+    "batch_size",
+    "model_axis",
+    "ckpt_every",
+    "keep_checkpoints",
+    "log_every",
+    "eval_rows",
+    "top_latents",
+    "top_n",
+}
+_POSITIVE_FLOAT = {"lr"}
+
+
+class TrainSAEError(ValueError):
+    """A problem with the configuration, data or workdir, explained in one paragraph."""
+
+
+def make_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Returns ``DEFAULT_CONFIG`` updated with ``overrides``, validated."""
+    config = dict(DEFAULT_CONFIG)
+    for key, value in (overrides or {}).items():
+        if key not in DEFAULT_CONFIG:
+            raise TrainSAEError(
+                f"Unknown config key {key!r}. train_sae accepts: "
+                f"{', '.join(sorted(DEFAULT_CONFIG))}. Check the spelling, or run with --help "
+                "to see every key with its default value."
+            )
+        config[key] = value
+    _validate_config(config)
+    return config
+
+
+def _validate_config(c: dict[str, Any]) -> None:
+    def bad(key, expected):
+        raise TrainSAEError(
+            f"Config value {key}={c[key]!r} is invalid: expected {expected} (default "
+            f"{DEFAULT_CONFIG[key]!r}). Fix the override on the command line and run again; "
+            "nothing has been written."
+        )
+
+    for k in _POSITIVE_INT:
+        if not isinstance(c[k], int) or isinstance(c[k], bool) or c[k] <= 0:
+            bad(k, "a positive integer")
+    for k in _POSITIVE_FLOAT:
+        if not isinstance(c[k], (int, float)) or isinstance(c[k], bool) or not c[k] > 0:
+            bad(k, "a positive number")
+    if (
+        not isinstance(c["lr_warmup"], int)
+        or isinstance(c["lr_warmup"], bool)
+        or c["lr_warmup"] < 0
+    ):
+        bad("lr_warmup", "an integer >= 0")
+    if not isinstance(c["seed"], int) or isinstance(c["seed"], bool) or c["seed"] < 0:
+        bad("seed", "an integer >= 0")
+    variants = sae.sae_variants()
+    if c["variant"] not in variants:
+        bad("variant", f"one of {sorted(variants)}")
+    if c["k"] > c["d_sae"]:
+        bad("k", f"at most d_sae={c['d_sae']}")
+    if not isinstance(c["variant_kwargs"], dict):
+        bad("variant_kwargs", "a dict of constructor arguments, e.g. \"{'l1_coef': 3.0}\"")
+    if c["dead_threshold"] is not None and (
+        not isinstance(c["dead_threshold"], int)
+        or isinstance(c["dead_threshold"], bool)
+        or c["dead_threshold"] < 0
+    ):
+        bad("dead_threshold", "None or an integer >= 0")
+    if c["init_b_dec"] not in ("geometric_median", "mean", "none"):
+        bad("init_b_dec", "'geometric_median', 'mean' or 'none'")
+    if not isinstance(c["normalize_input"], bool):
+        bad("normalize_input", "True or False")
+    if not isinstance(c["source"], str) or not c["source"]:
+        bad("source", "'planted_dictionary', a .npy/.npz path or 'tfds:NAME[:SPLIT]'")
+    if c["planted_config"] not in ("default", "small"):
+        bad("planted_config", "'default' or 'small'")
+    for key in ("npz_key", "data_dir"):
+        if c[key] is not None and not isinstance(c[key], str):
+            bad(key, "None or a string")
+    if not isinstance(c["feature"], str):
+        bad("feature", "a feature name")
+    n_dev = jax.device_count()
+    if n_dev % c["model_axis"]:
+        bad("model_axis", f"a divisor of the {n_dev} devices")
+    if c["d_sae"] % c["model_axis"]:
+        bad("model_axis", f"a divisor of d_sae={c['d_sae']} (latents are split evenly)")
+    data_axis = n_dev // c["model_axis"]
+    if c["batch_size"] % data_axis:
+        bad("batch_size", f"a multiple of the {data_axis} devices on the data axis")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parses ``key=value`` strings; values are Python literals or plain strings."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise TrainSAEError(
+                f"Cannot read the override {item!r}: overrides are written key=value, e.g. "
+                "steps=800 or variant=relu. Run with --help for the list of keys."
+            )
+        key = key.strip().lstrip("-")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        if raw.lower() in ("none", "null"):
+            value = None
+        out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Input
+# ----------------------------------------------------------------------------------------------
+
+
+class _Embeddings:
+    """Row-indexed access to the training embeddings, whatever their source."""
+
+    def __init__(self, c: dict[str, Any]):
+        self.atoms = None
+        self.name = c["source"]
+        self.feature = "x"
+        source = c["source"]
+        if source == "planted_dictionary":
+            try:
+                arrays = data.load_arrays(
+                    "planted_dictionary",
+                    "train",
+                    data_dir=c["data_dir"],
+                    config=c["planted_config"],
+                )
+                self.atoms = data.planted_dictionary_atoms(
+                    data_dir=c["data_dir"], config=c["planted_config"]
+                )
+            except (OSError, ValueError) as e:
+                raise TrainSAEError(
+                    f"Could not prepare or read the planted_dictionary dataset: {e} It needs no "
+                    "download; point data_dir at a writable directory and run again."
+                ) from e
+            self.name = f"planted_dictionary/{c['planted_config']}"
+            self._set_columns({"x": arrays["x"]}, source)
+        elif source.startswith("tfds:"):
+            parts = source[len("tfds:") :].split(":")
+            name, split = parts[0], (parts[1] if len(parts) > 1 else "train")
+            try:
+                self.columns = data.data_source(name, split, data_dir=c["data_dir"])
+            except ValueError as e:
+                raise TrainSAEError(str(e)) from e
+            self.feature = c["feature"]
+            if len(self.columns) == 0:
+                raise TrainSAEError(f"The TFDS source {source!r} is empty.")
+            first = self.columns[0]
+            if self.feature not in first:
+                raise TrainSAEError(
+                    f"The TFDS dataset {name!r} has no feature {self.feature!r}; its features are "
+                    f"{sorted(first)}. Pass feature=<name of the embedding feature>."
+                )
+            self._check(np.asarray(first[self.feature])[None], f"{source} feature {self.feature!r}")
+            self.n = len(self.columns)
+            self.d_in = int(np.asarray(first[self.feature]).shape[0])
+        elif source.endswith(".npy") or source.endswith(".npz"):
+            path = Path(source).expanduser()
+            if not path.is_file():
+                raise TrainSAEError(
+                    f"The embeddings file {str(path)!r} does not exist. Pass source= with the path "
+                    "of a .npy or .npz file holding a [rows, dim] float array."
+                )
+            try:
+                array = _open_npy(path) if path.suffix == ".npy" else _open_npz(path, c["npz_key"])
+            except (OSError, ValueError, zipfile.BadZipFile) as e:
+                if isinstance(e, TrainSAEError):
+                    raise
+                raise TrainSAEError(f"Could not read the embeddings file {str(path)!r}: {e}") from e
+            self._set_columns({"x": array}, str(path))
+        else:
+            raise TrainSAEError(
+                f"source={source!r} is not a known input: use 'planted_dictionary', the path of a "
+                ".npy or .npz file of [rows, dim] float embeddings, or 'tfds:NAME[:SPLIT]' with "
+                "feature=<embedding feature>."
+            )
+
+    def _set_columns(self, columns: dict[str, Any], where: str) -> None:
+        x = columns["x"]
+        self._check(x, where)
+        self.columns = columns
+        self.n, self.d_in = int(x.shape[0]), int(x.shape[1])
+
+    @staticmethod
+    def _check(x: Any, where: str) -> None:
+        if x.ndim != 2:
+            raise TrainSAEError(
+                f"The embeddings in {where} have shape {list(x.shape)} (rank {x.ndim}); train_sae "
+                "needs a rank-2 [rows, dim] array of float embeddings, one row per example. "
+                "Reshape (or flatten token axes) before saving it."
+            )
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TrainSAEError(
+                f"The embeddings in {where} have dtype {x.dtype}; train_sae needs floats "
+                "(float16, float32, float64)."
+            )
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise TrainSAEError(f"The embeddings in {where} are empty (shape {list(x.shape)}).")
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        """Float32 ``[len(indices), d_in]`` rows, read by index."""
+        indices = np.asarray(indices)
+        if isinstance(self.columns, dict):
+            return np.asarray(self.columns["x"][indices], np.float32)
+        examples = [self.columns[int(i)] for i in indices]
+        return np.stack([np.asarray(ex[self.feature], np.float32) for ex in examples])
+
+    def pipeline(self, *, batch_size: int, seed: int, start_step: int):
+        return data.make_pipeline(
+            self.columns, batch_size=batch_size, seed=seed, start_step=start_step
+        )
+
+    def batch_array(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(batch[self.feature if not isinstance(self.columns, dict) else "x"])
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    """Memory-maps a .npy file (nothing is read until rows are indexed)."""
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _open_npz(path: Path, key: str | None) -> np.ndarray:
+    """One array of a .npz: memory-mapped when stored uncompressed, else read into memory."""
+    with zipfile.ZipFile(path) as zf:
+        names = [n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy")]
+        if key is None:
+            if len(names) != 1:
+                raise TrainSAEError(
+                    f"The .npz file {str(path)!r} holds the arrays {names}; pass npz_key=<name> "
+                    "to pick the embeddings."
+                )
+            key = names[0]
+        if key not in names:
+            raise TrainSAEError(
+                f"The .npz file {str(path)!r} has no array {key!r}; it holds {names}. Pass "
+                "npz_key=<one of them>."
+            )
+        info = zf.getinfo(key + ".npy")
+        if info.compress_type == zipfile.ZIP_STORED:
+            with open(path, "rb") as f:
+                f.seek(info.header_offset)
+                local = f.read(30)
+                name_len = int.from_bytes(local[26:28], "little")
+                extra_len = int.from_bytes(local[28:30], "little")
+                start = info.header_offset + 30 + name_len + extra_len
+                f.seek(start)
+                version = np.lib.format.read_magic(f)
+                shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+                offset = f.tell()
+            if not fortran and not dtype.hasobject:
+                return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    with np.load(path, allow_pickle=False) as z:
+        return z[key]
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------
+
+
+def _build_model(c: dict[str, Any], d_in: int) -> nnx.Module:
+    cls = sae.sae_variants()[c["variant"]]
+    params = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {}
+    if "k" in params:
+        kwargs["k"] = c["k"]
+    if "n_steps" in params:
+        kwargs["n_steps"] = c["k"]
+    if "group_sizes" in params:  # Matryoshka: nested prefixes doubling in size
+        sizes, rest = [], c["d_sae"]
+        while rest > c["d_sae"] // 8 and len(sizes) < 3:
+            sizes.append(rest - rest // 2)
+            rest //= 2
+        kwargs["group_sizes"] = tuple(reversed(sizes)) + ((rest,) if rest else ())
+    if c["dead_threshold"] is not None and "dead_threshold" in params:
+        kwargs["dead_threshold"] = c["dead_threshold"]
+    kwargs.update(c["variant_kwargs"])
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise TrainSAEError(
+            f"variant_kwargs {unknown} are not arguments of {cls.__name__}; it accepts "
+            f"{sorted(p for p in params if p not in ('self', 'rngs'))}."
+        )
+    try:
+        return cls(d_in, c["d_sae"], rngs=nnx.Rngs(c["seed"]), **kwargs)
+    except (TypeError, ValueError) as e:
+        raise TrainSAEError(f"Cannot build {cls.__name__} with {kwargs}: {e}") from e
+
+
+def _latent_sharding(mesh, d_in: int, d_sae: int):
+    """Sharding of a state leaf: latents on "model" (W_enc columns, W_dec rows, [d_sae] vectors)."""
+
+    def spec(leaf):
+        shape = tuple(np.shape(leaf))
+        if shape == (d_in, d_sae) and d_in != d_sae:
+            return NamedSharding(mesh, P(None, "model"))
+        if shape == (d_sae, d_in):
+            return NamedSharding(mesh, P("model", None))
+        if shape == (d_sae,):
+            return NamedSharding(mesh, P("model"))
+        return NamedSharding(mesh, P())
+
+    return spec
+
+
+# ----------------------------------------------------------------------------------------------
+# Train
+# ----------------------------------------------------------------------------------------------
+
+
+def _sync(model: nnx.Module, state: Any) -> None:
+    sync = getattr(sae, "sync", None)
+    if sync is not None:
+        sync(model, state)
+    else:
+        nnx.update(model, state.params)
+
+
+def _train(c: dict[str, Any], workdir: Path, emb: _Embeddings, mesh) -> tuple[nnx.Module, dict]:
+    rng = np.random.default_rng(c["seed"])
+    sample_idx = np.sort(rng.choice(emb.n, size=min(emb.n, 8192), replace=False))
+    sample = emb.rows(sample_idx)
+    if not np.all(np.isfinite(sample)):
+        bad_row = int(sample_idx[np.argmax(~np.all(np.isfinite(sample), axis=1))])
+        raise TrainSAEError(
+            f"The embeddings hold NaN or Inf values (row {bad_row}, among others). Clean the input "
+            "before training; nothing has been written."
+        )
+
+    # Model and optimizer.
+    model = _build_model(c, emb.d_in)
+    if c["init_b_dec"] != "none":
+        sae.init_b_dec(model, jnp.asarray(sample), method=c["init_b_dec"])
+    if c["normalize_input"]:
+        fit = getattr(sae, "fit_input_norm", None)
+        if fit is None:
+            raise TrainSAEError("normalize_input=True needs jaxemb.sae.fit_input_norm.")
+        fit(model, jnp.asarray(sample))
+    schedule = optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, c["lr"], max(c["lr_warmup"], 1)),
+            optax.constant_schedule(c["lr"]),
+        ],
+        [max(c["lr_warmup"], 1)],
+    )
+    train_step, state = sae.make_train_step(model, optax.adam(schedule))
+
+    # Sharding: replicated, or latents split over the "model" axis.
+    if c["model_axis"] > 1:
+        spec = _latent_sharding(mesh, emb.d_in, c["d_sae"])
+        state = jax.tree.map(lambda a: jax.device_put(a, spec(a)), state)
+    else:
+        state = jax.device_put(state, parallel.replicated(mesh))
+
+    # Checkpoint restore (or fresh init).
+    ckpt_config = json.loads(
+        json.dumps({k: v for k, v in c.items() if k not in RESUMABLE_KEYS}, default=str)
+    )
+    ckpt = checkpoint.Checkpointer(
+        workdir / "checkpoints",
+        save_every=c["ckpt_every"],
+        keep=c["keep_checkpoints"],
+        config=ckpt_config,
+    )
+    restored, start = ckpt.restore_or_init({"train": state, "data_position": np.int64(0)})
+    state, start = restored["train"], int(start)
+
+    pipeline = emb.pipeline(batch_size=c["batch_size"], seed=c["seed"], start_step=start)
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    try:
+        with open(workdir / "metrics.jsonl", "a") as log, jax.set_mesh(mesh):
+            bar = tqdm(
+                range(start, c["steps"]),
+                desc=f"{c['variant']}-sae",
+                initial=start,
+                total=c["steps"],
+                dynamic_ncols=True,
+                disable=None,
+            )
+            batches = iter(pipeline)
+            for step in bar:
+                x = emb.batch_array(next(batches))
+                if not np.all(np.isfinite(x)):
+                    raise TrainSAEError(
+                        f"Batch {step} (0-based, of {c['batch_size']} rows) contains NaN or Inf "
+                        "values; training stopped before using it, so no checkpoint holds it "
+                        f"(the last checkpoint is step {ckpt.latest_step()}). Clean the input "
+                        "embeddings and run again; the run resumes from that checkpoint."
+                    )
+                state, metrics = train_step(state, parallel.shard_batch(mesh, x))
+                done = step + 1
+                if done % c["log_every"] == 0 or done == c["steps"]:
+                    rec = {"step": done, **{k: float(v) for k, v in metrics.items()}}
+                    history.append(rec)
+                    log.write(json.dumps(rec) + "\n")
+                    bar.set_postfix(fvu=f"{rec.get('fvu', float('nan')):.3f}")
+                if done % c["ckpt_every"] == 0 or done == c["steps"]:
+                    ckpt.save(
+                        done,
+                        {"train": state, "data_position": np.int64(done)},
+                        force=done == c["steps"],
+                    )
+            bar.close()
+    finally:
+        ckpt.close()
+    _sync(model, state)
+    timing = {"train_s": time.perf_counter() - t0, "steps_run": c["steps"] - start}
+    return model, {"history": history, **timing}
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def _evaluate(c: dict[str, Any], model: nnx.Module, emb: _Embeddings) -> dict[str, Any]:
+    rng = np.random.default_rng(c["seed"] + 1)
+    idx = np.sort(rng.choice(emb.n, size=min(emb.n, c["eval_rows"]), replace=False))
+    d_sae = c["d_sae"]
+    forward = nnx.jit(lambda m, x: m(x))
+    chunk = 4096
+    sse = 0.0
+    sum_x = np.zeros(emb.d_in)
+    sum_sq = 0.0
+    cos_sum = 0.0
+    l0_sum = 0.0
+    fired = np.zeros(d_sae)
+    batches = []
+    for s in range(0, len(idx), chunk):
+        x = emb.rows(idx[s : s + chunk])
+        out = forward(model, jnp.asarray(x))
+        xh = np.asarray(out.reconstruction, np.float64)
+        x64 = x.astype(np.float64)
+        sse += float(np.sum((x64 - xh) ** 2))
+        sum_x += x64.sum(0)
+        sum_sq += float(np.sum(x64**2))
+        nx = np.maximum(np.linalg.norm(x64, axis=1), 1e-8)
+        nh = np.maximum(np.linalg.norm(xh, axis=1), 1e-8)
+        cos_sum += float(np.sum(np.sum(x64 * xh, axis=1) / (nx * nh)))
+        l0_sum += float(sae.metrics.l0(out.code)) * len(x)
+        fired += np.asarray(sae.metrics.firing_frequency(out.code, d_sae), np.float64) * len(x)
+        batches.append(x)
+    n = len(idx)
+    total_var = max(sum_sq - float(np.sum(sum_x**2)) / n, np.finfo(np.float64).tiny)
+    freq = fired / n
+    metrics = {
+        "fvu": sse / total_var,
+        "explained_variance": 1.0 - sse / total_var,
+        "l0": l0_sum / n,
+        "cosine": cos_sum / n,
+        "dead_fraction": float(np.mean(freq == 0)),
+        "eval_rows": n,
+    }
+    if emb.atoms is not None:
+        W = jnp.asarray(model.W_dec[...])
+        metrics["mmcs"] = float(sae.metrics.mmcs(W, emb.atoms))
+        metrics["recovered_fraction"] = float(sae.metrics.recovered_fraction(W, emb.atoms))
+
+    encode = nnx.jit(lambda m, x: m.encode(x))
+    values, rows = sae.analysis.top_activating(
+        lambda x: encode(model, jnp.asarray(x)), batches, d_sae, top_n=c["top_n"]
+    )
+    values, rows = np.asarray(values), np.asarray(rows)
+    latents = [int(j) for j in np.argsort(-freq, kind="stable") if freq[j] > 0][: c["top_latents"]]
+    top = [
+        {
+            "latent": j,
+            "frequency": float(freq[j]),
+            "rows": [int(idx[r]) for r in rows[j] if r >= 0],
+            "activations": [float(a) for a, r in zip(values[j], rows[j]) if r >= 0],
+        }
+        for j in latents
+    ]
+    return {"metrics": metrics, "firing_frequency": freq, "top_examples": top}
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+
+def _write_report(c, workdir: Path, emb: _Embeddings, ev: dict, train: dict, mesh) -> None:
+    plots.save(plots.density_histogram(ev["firing_frequency"]), workdir / "density.png")
+    m = ev["metrics"]
+    cols = [
+        ("FVU", "fvu", ".4f"),
+        ("explained variance", "explained_variance", ".4f"),
+        ("cosine(x, x̂)", "cosine", ".4f"),
+        ("L0", "l0", ".2f"),
+        ("dead fraction", "dead_fraction", ".3f"),
+    ]
+    if "mmcs" in m:
+        cols += [("MMCS", "mmcs", ".4f"), ("recovered (cos > 0.9)", "recovered_fraction", ".3f")]
+    lines = [
+        f"# {c['variant']} sparse autoencoder on {emb.name}",
+        "",
+        f"{sae.sae_variants()[c['variant']].__name__} with d_in={emb.d_in}, d_sae={c['d_sae']}, "
+        f"k={c['k']}; {c['steps']} steps of batch {c['batch_size']} (lr {c['lr']}) on a "
+        f"{mesh.shape['data']}x{mesh.shape['model']} (data x model) mesh; {emb.n} training rows. "
+        f"Metrics on {m['eval_rows']} rows of the training data.",
+        "",
+        "## Metrics",
+        "",
+        "| " + " | ".join(name for name, _, _ in cols) + " |",
+        "|" + "---:|" * len(cols),
+        "| " + " | ".join(format(m[key], fmt) for _, key, fmt in cols) + " |",
+        "",
+        "## Feature density",
+        "",
+        "![feature density](density.png)",
+        "",
+        "## Top-activating examples",
+        "",
+        f"Row indices (in the training data) of the {c['top_n']} examples that activate the "
+        f"{len(ev['top_examples'])} most frequently firing latents most, with their activations.",
+        "",
+        "| latent | firing frequency | top rows (activation) |",
+        "|---:|---:|---|",
+    ]
+    for t in ev["top_examples"]:
+        cells = ", ".join(f"{r} ({a:.3g})" for r, a in zip(t["rows"], t["activations"]))
+        lines.append(f"| {t['latent']} | {t['frequency']:.4f} | {cells} |")
+    lines += [
+        "",
+        f"Training: {train['steps_run']} steps this run in {train['train_s']:.1f} s. The SAE is "
+        "saved in the SAELens layout in `sae/` (`jaxemb.sae.load_sae('sae')`).",
+        "",
+    ]
+    (workdir / "report.md").write_text("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------
+
+
+def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str, Any]:
+    """Trains an SAE, evaluates it and writes the report, metrics and the saved SAE.
+
+    Args:
+      config: a config (see :func:`make_config`); unknown keys are rejected.
+      workdir: output directory; checkpoints go to ``workdir/checkpoints`` and a run resumes
+        from them.
+
+    Returns:
+      The summary written as the last line of ``metrics.jsonl``: the metrics (with MMCS and
+      recovered fraction for planted_dictionary), the top-activating examples and timings.
+    """
+    c = make_config(dict(config))
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise TrainSAEError(
+            f"The workdir {str(workdir)!r} exists but is not a directory. Pass --workdir with a "
+            "new or existing directory path."
+        )
+    emb = _Embeddings(c)  # input first: bad data fails before anything is written
+    if c["top_latents"] > c["d_sae"]:
+        c["top_latents"] = c["d_sae"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh = parallel.make_mesh(data=-1, model=c["model_axis"])
+    model, train = _train(c, workdir, emb, mesh)
+    ev = _evaluate(c, model, emb)
+    sae.save_sae(workdir / "sae", model, format="saelens")
+    _write_report(c, workdir, emb, ev, train, mesh)
+    summary = {
+        "final": True,
+        "steps": c["steps"],
+        "variant": c["variant"],
+        "metrics": ev["metrics"],
+        "top_examples": ev["top_examples"],
+        "timings": {"train_s": train["train_s"], "steps_run": train["steps_run"]},
+    }
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(summary) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="config keys and defaults: "
+        + ", ".join(f"{k}={v!r}" for k, v in DEFAULT_CONFIG.items()),
+    )
+    parser.add_argument("--workdir", default="runs/train_sae", help="output directory")
+    parser.add_argument("overrides", nargs="*", help="config overrides as key=value")
+    args = parser.parse_args(argv)
+    try:
+        config = make_config(parse_overrides(args.overrides))
+        t0 = time.perf_counter()
+        summary = train_and_evaluate(config, args.workdir)
+    except (TrainSAEError, checkpoint.CheckpointConfigError) as e:
+        print(f"train_sae: {e}", file=sys.stderr)
+        return 2
+    m = summary["metrics"]
+    extra = f", recovered {m['recovered_fraction']:.3f}" if "recovered_fraction" in m else ""
+    print(
+        f"done in {time.perf_counter() - t0:.0f} s. FVU {m['fvu']:.4f}, L0 {m['l0']:.2f}, dead "
+        f"{m['dead_fraction']:.3f}{extra}. Report: {Path(args.workdir) / 'report.md'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
