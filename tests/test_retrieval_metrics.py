@@ -12,8 +12,8 @@ import scipy.stats
 
 from jaxemb.retrieval import evaluate_retrieval, retrieval_metrics, search, sts_spearman
 
-# Output of pytrec_eval-terrier 0.5.11 (trec_eval 9.0.8), measures ndcg_cut/P/recall/map_cut
-# and recip_rank, for _RUN and _QRELS below (q4 has no qrels, q3 no run: both absent).
+# Output of pytrec_eval-terrier 0.5.11 (trec_eval 9.0.x) for ndcg_cut, P, recall, map_cut
+# and recip_rank on _RUN and _QRELS below (q4 has no qrels, q3 no run: both absent).
 _QRELS = {
     "q1": {"a": 1, "b": 2, "c": 0, "z": 3},
     "q2": {"a": 0},

@@ -1,6 +1,6 @@
 """Retrieval metrics with trec_eval semantics, the search + metrics glue, and STS Spearman.
 
-``retrieval_metrics`` reproduces trec_eval 9.0.8 (``form_res_rels.c``, ``m_ndcg_cut.c``,
+``retrieval_metrics`` reproduces trec_eval 9.0.x (``form_res_rels.c``, ``m_ndcg_cut.c``,
 ``m_P.c``, ``m_recall.c``, ``m_map_cut.c``, ``m_recip_rank.c``), so its numbers equal
 pytrec_eval's ``ndcg_cut_k``, ``P_k``, ``recall_k``, ``map_cut_k`` and, for ``mrr@k``,
 ``recip_rank`` on the run cut to its top k:
@@ -180,7 +180,7 @@ def retrieval_metrics(
       {'ndcg@3': 0.2605, 'recall@3': 0.3333, 'precision@1': 0.0, 'mrr@3': 0.25}
 
     References:
-      trec_eval 9.0.8 (usnistgov/trec_eval) and its Python binding pytrec_eval
+      trec_eval 9.0.x (usnistgov/trec_eval) and its Python binding pytrec_eval
       (Van Gysel & de Rijke, SIGIR 2018); nDCG: Järvelin & Kekäläinen, ACM TOIS 2002.
     """
     ks = _check_ks(ks)
