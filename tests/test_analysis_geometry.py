@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from jaxemb import analysis
 from jaxemb.analysis import plots
+from jaxemb.analysis._geometry import _row_layout
 
 # ---------------------------------------------------------------------------------------------
 # Independent NumPy (float64) references
@@ -398,6 +399,8 @@ def test_sharded_inputs_match_unsharded(rng, mesh8):
     y = (x @ rng.normal(size=(10, 4)) + rng.normal(size=(64, 4))).astype(np.float32)
     xs, ys = jax.device_put(x, sharding), jax.device_put(y, sharding)
     assert len(xs.sharding.device_set) == 8
+    # The kNN-based functions and RBF CKA take their shard_map path for these inputs.
+    assert _row_layout(xs) == (mesh8, ("data",)) and _row_layout(x) is None
     close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # noqa: E731
 
     close(analysis.anisotropy(xs), np_anisotropy(x))

@@ -3,8 +3,11 @@
 Both kernels reduce to a handful of sums over the Gram matrices ``K`` and ``L``:
 ``Σ K∘L``, the row sums ``K1``, ``L1`` and the diagonals. The linear kernel gets them from
 feature-space products (``‖XᵀY‖_F²``, ``O(N·D + D²)`` memory); the RBF kernel from
-``chunk_size x chunk_size`` tiles of the Gram matrices, never holding an ``[N, N]`` array. Both run
-under ``jax.jit`` on the global view, so inputs sharded along N give the same answer.
+``chunk_size x chunk_size`` tiles of the Gram matrices, never holding an ``[N, N]`` array. Both
+accept inputs sharded along N and give the same answer as unsharded: the linear kernel under
+``jax.jit`` on the global view, the RBF kernel under ``jax.shard_map`` when the rows of ``x`` and
+``y`` are split the same way over a mesh (each device walks the tiles of its own rows against
+the all-gathered inputs and the sums are ``psum``-reduced).
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
 from jaxemb._validate import check_int, check_positive, shape_str
 from jaxemb.analysis._diagnostics import _to_float
-from jaxemb.analysis._geometry import _DEFAULT_CHUNK, _matrix, _pad_blocks
+from jaxemb.analysis._geometry import (
+    _DEFAULT_CHUNK,
+    _matrix,
+    _pad_blocks,
+    _row_layout,
+    _shard_index,
+)
 
 # Counts of the exact median search are uint32: N² must stay below 2³².
 _MAX_RBF_ROWS = 65535
@@ -141,13 +151,11 @@ def linear_cka(x: ArrayLike, y: ArrayLike, *, debiased: bool = False) -> jax.Arr
 # ---------------------------------------------------------------------------------------------
 
 
-def _sq_dist_tiles(x, chunk):
-    """Blocks, squared norms and global indices for tiled squared-distance computation."""
-    x = x - jnp.mean(x, axis=0, keepdims=True)  # translation invariant; less cancellation
+def _blocks(x, chunk, offset):
+    """Zero-padded row blocks [B, chunk, D], their squared norms and global row indices."""
     blocks = _pad_blocks(x, chunk)
-    sq = jnp.sum(blocks * blocks, axis=-1)
-    idx = jnp.arange(blocks.shape[0] * chunk).reshape(blocks.shape[0], chunk)
-    return blocks, sq, idx
+    idx = offset + jnp.arange(blocks.shape[0] * chunk).reshape(blocks.shape[0], chunk)
+    return blocks, jnp.sum(blocks * blocks, axis=-1), idx
 
 
 def _tile_sq(a, a_sq, a_idx, b, b_sq, b_idx):
@@ -155,31 +163,45 @@ def _tile_sq(a, a_sq, a_idx, b, b_sq, b_idx):
     return jnp.where(a_idx[:, None] == b_idx[None, :], 0.0, d2)  # exact zeros on the diagonal
 
 
-def _median_sq_dist(x, n, chunk):
+def _vary(value, axes):
+    """Marks a loop-carry initial value as varying over the manual ``axes`` (in shard_map)."""
+    return jax.lax.pcast(value, axes, to="varying") if axes else value
+
+
+def _reduce(value, axes):
+    return jax.lax.psum(value, axes) if axes else value
+
+
+def _median_sq_dist(xq, xc, q_offset, n, chunk, axes):
     """np.median of all N² squared distances (diagonal zeros included), by bisection on bits.
 
     The k-th smallest float32 value is the smallest ``t`` with ``count(d² <= t) >= k + 1``;
     non-negative floats order like their int32 bit patterns, so 32 halvings of the bit range
-    find it exactly. The two middle order statistics are searched together.
+    find it exactly. The two middle order statistics are searched together. ``xq`` holds this
+    shard's rows (global indices from ``q_offset``), ``xc`` all rows; counts are summed over
+    ``axes``.
     """
-    blocks, sq, idx = _sq_dist_tiles(x.astype(jnp.float32), chunk)
+    q_chunk = min(chunk, xq.shape[0])
+    qb, qsq, qidx = _blocks(xq.astype(jnp.float32), q_chunk, q_offset)
+    cb, csq, cidx = _blocks(xc.astype(jnp.float32), chunk, 0)
     total = n * n
     ranks = jnp.array([(total - 1) // 2, total // 2], jnp.uint32)
 
-    def count_le(thresholds):  # [2] float32 -> [2] uint32 counts over the valid tiles
+    def count_le(thresholds):  # [2] float32 -> [2] uint32 counts over all valid pairs
         def row(carry, args):
             a, a_sq, a_idx = args
 
             def col(c, args):
                 b, b_sq, b_idx = args
                 d2 = _tile_sq(a, a_sq, a_idx, b, b_sq, b_idx)
-                valid = (a_idx[:, None] < n) & (b_idx[None, :] < n)
+                valid = (a_idx[:, None] < q_offset + xq.shape[0]) & (b_idx[None, :] < n)
                 le = (d2[None, :, :] <= thresholds[:, None, None]) & valid[None, :, :]
                 return c + jnp.sum(le, axis=(1, 2), dtype=jnp.uint32), None
 
-            return jax.lax.scan(col, carry, (blocks, sq, idx))[0], None
+            return jax.lax.scan(col, carry, (cb, csq, cidx))[0], None
 
-        return jax.lax.scan(row, jnp.zeros((2,), jnp.uint32), (blocks, sq, idx))[0]
+        init = _vary(jnp.zeros((2,), jnp.uint32), axes)
+        return _reduce(jax.lax.scan(row, init, (qb, qsq, qidx))[0], axes)
 
     def halve(_, bounds):
         lo, hi = bounds
@@ -194,40 +216,68 @@ def _median_sq_dist(x, n, chunk):
     return 0.5 * (vals[0] + vals[1])
 
 
-@functools.partial(jax.jit, static_argnames=("chunk", "debiased"))
-def _rbf_cka(x, y, sigma, *, chunk, debiased):
-    dtype = jnp.promote_types(_to_float(x).dtype, _to_float(y).dtype)
-    x = x.astype(dtype)
-    y = y.astype(dtype)
-    n = x.shape[0]
-    sigma = sigma.astype(dtype)
-    gx = 1.0 / (2.0 * sigma * sigma * _median_sq_dist(x, n, chunk).astype(dtype))
-    gy = 1.0 / (2.0 * sigma * sigma * _median_sq_dist(y, n, chunk).astype(dtype))
-    xb, xsq, idx = _sq_dist_tiles(x, chunk)
-    yb, ysq, _ = _sq_dist_tiles(y, chunk)
-    nb = xb.shape[0]
+def _rbf_local(xq, yq, xc, yc, sigma, q_offset, *, n, chunk, axes):
+    """This shard's rows of the RBF Gram matrices: (Σ K∘L, Σ K∘K, Σ L∘L) and row sums.
+
+    The sums are reduced over ``axes``; the row sums [rows of this shard] are not.
+    """
+    dtype = xq.dtype
+    mx = _median_sq_dist(xq, xc, q_offset, n, chunk, axes).astype(dtype)
+    my = _median_sq_dist(yq, yc, q_offset, n, chunk, axes).astype(dtype)
+    gx = 1.0 / (2.0 * sigma * sigma * mx)
+    gy = 1.0 / (2.0 * sigma * sigma * my)
+    m = xq.shape[0]
+    q_chunk = min(chunk, m)
+    xqb, xqsq, qidx = _blocks(xq, q_chunk, q_offset)
+    yqb, yqsq, _ = _blocks(yq, q_chunk, q_offset)
+    xcb, xcsq, cidx = _blocks(xc, chunk, 0)
+    ycb, ycsq, _ = _blocks(yc, chunk, 0)
 
     def row(carry, args):
         a, a_sq, c, c_sq, a_idx = args
 
         def col(acc, args):
             b, b_sq, d, d_sq, b_idx = args
-            valid = ((a_idx[:, None] < n) & (b_idx[None, :] < n)).astype(dtype)
+            valid = ((a_idx[:, None] < q_offset + m) & (b_idx[None, :] < n)).astype(dtype)
             k = jnp.exp(-gx * _tile_sq(a, a_sq, a_idx, b, b_sq, b_idx)) * valid
             l = jnp.exp(-gy * _tile_sq(c, c_sq, a_idx, d, d_sq, b_idx)) * valid
             sums, k_rows, l_rows = acc
             sums = sums + jnp.stack([jnp.sum(k * l), jnp.sum(k * k), jnp.sum(l * l)])
             return (sums, k_rows + jnp.sum(k, axis=1), l_rows + jnp.sum(l, axis=1)), None
 
-        zero = jnp.zeros((chunk,), dtype)
-        (sums, k_rows, l_rows), _ = jax.lax.scan(
-            col, (jnp.zeros((3,), dtype), zero, zero), (xb, xsq, yb, ysq, idx)
-        )
+        zero = _vary(jnp.zeros((q_chunk,), dtype), axes)
+        init = (_vary(jnp.zeros((3,), dtype), axes), zero, zero)
+        (sums, k_rows, l_rows), _ = jax.lax.scan(col, init, (xcb, xcsq, ycb, ycsq, cidx))
         return carry + sums, (k_rows, l_rows)
 
-    sums, (k_rows, l_rows) = jax.lax.scan(row, jnp.zeros((3,), dtype), (xb, xsq, yb, ysq, idx))
-    k_rows = k_rows.reshape(nb * chunk)[:n]
-    l_rows = l_rows.reshape(nb * chunk)[:n]
+    init = _vary(jnp.zeros((3,), dtype), axes)
+    sums, (k_rows, l_rows) = jax.lax.scan(row, init, (xqb, xqsq, yqb, yqsq, qidx))
+    return _reduce(sums, axes), k_rows.reshape(-1)[:m], l_rows.reshape(-1)[:m]
+
+
+@functools.partial(jax.jit, static_argnames=("chunk", "debiased", "layout"))
+def _rbf_cka(x, y, sigma, *, chunk, debiased, layout):
+    dtype = jnp.promote_types(_to_float(x).dtype, _to_float(y).dtype)
+    n = x.shape[0]
+    # Distances are translation invariant; centring keeps the norms (and cancellation) small.
+    x = x.astype(dtype) - jnp.mean(x.astype(dtype), axis=0, keepdims=True)
+    y = y.astype(dtype) - jnp.mean(y.astype(dtype), axis=0, keepdims=True)
+    sigma = sigma.astype(dtype)
+    if layout is None:
+        sums, k_rows, l_rows = _rbf_local(x, y, x, y, sigma, 0, n=n, chunk=chunk, axes=())
+    else:
+        mesh, axes = layout
+
+        def per_shard(xq, yq, xc, yc, sigma):
+            offset = _shard_index(mesh, axes) * xq.shape[0]
+            return _rbf_local(xq, yq, xc, yc, sigma, offset, n=n, chunk=chunk, axes=axes)
+
+        sums, k_rows, l_rows = jax.shard_map(
+            per_shard,
+            mesh=mesh,
+            in_specs=(P(axes), P(axes), P(), P(), P()),
+            out_specs=(P(), P(axes), P(axes)),
+        )(x, y, x, y, sigma)
     ones = jnp.ones((n,), dtype)  # exp(0) on the diagonal
     # Gram products of K with itself need K∘K and the row sums of K (and likewise for L).
     stats_xy = (sums[0], jnp.sum(k_rows), jnp.sum(l_rows), k_rows, l_rows, ones, ones)
@@ -290,12 +340,16 @@ def rbf_cka(
     check_positive(sigma, "sigma")
     check_int(chunk_size, "chunk_size", minimum=1)
     chunk = min(int(chunk_size), x.shape[0])
+    layout = _row_layout(x)
+    if layout is not None and _row_layout(y) != layout:
+        layout = None  # rows of x and y split differently: use the single-program path
     return _rbf_cka(
         jnp.asarray(x),
         jnp.asarray(y),
         jnp.asarray(sigma, jnp.float32),
         chunk=chunk,
         debiased=bool(debiased),
+        layout=layout,
     )
 
 

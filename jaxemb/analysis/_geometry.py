@@ -3,19 +3,24 @@ relative representations and whitening.
 
 Pairwise quantities never materialise an ``[N, N]`` matrix: nearest neighbours are found by
 :func:`_knn`, which walks ``chunk_size x chunk_size`` tiles of the distance matrix and keeps a
-running top-k per query row, so memory is ``O(N·D + chunk_size·(chunk_size + k))``. Everything
-runs under ``jax.jit`` on the global view, so inputs sharded along N (``P("data")``) give the
-same answer as unsharded ones.
+running top-k per query row, so memory is ``O(N·D + chunk_size·(chunk_size + k))``. Inputs
+whose rows are split over a mesh (``NamedSharding(mesh, P("data"))``) run the neighbour search
+under ``jax.shard_map``: each device handles its own query rows against the all-gathered
+corpus, and the answer equals the unsharded one. Everything else runs under ``jax.jit`` on the
+global view.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
 from jaxemb._validate import check_choice, check_int, check_positive, shape_str
@@ -62,37 +67,60 @@ def _pad_blocks(x: jax.Array, chunk: int) -> jax.Array:
     return x.reshape(nb, chunk, d)
 
 
-def _knn(x: jax.Array, k: int, chunk: int, metric: str) -> tuple[jax.Array, jax.Array]:
-    """k nearest neighbours of every row among the other rows, tile by tile.
+def _row_layout(x: Any) -> tuple[Mesh, tuple[str, ...]] | None:
+    """The mesh and axis names that split the rows of a concrete ``x``, or ``None``.
 
-    Returns ``(scores [N, k], indices [N, k])`` sorted best first; scores are cosine
-    similarities (``metric="cosine"``) or negated squared Euclidean distances
-    (``metric="sqeuclidean"``). Equal scores: the lower index comes first.
+    ``None`` (replicated rows, a single shard, rows not divisible by the shard count, or a
+    traced ``x`` whose sharding is unknown) selects the single-program path.
     """
-    n = x.shape[0]
-    if metric == "cosine":
-        x = _l2_normalize(x)
-    else:
-        x = x - jnp.mean(x, axis=0, keepdims=True)  # smaller norms: less cancellation
-    blocks = _pad_blocks(x, chunk)
-    sq = jnp.sum(blocks * blocks, axis=-1)  # [nb, chunk]
-    nb = blocks.shape[0]
-    offsets = jnp.arange(nb) * chunk
-    local = jnp.arange(chunk)
+    sharding = getattr(x, "sharding", None) if isinstance(x, jax.Array) else None
+    if not isinstance(sharding, NamedSharding) or not sharding.spec:
+        return None
+    first = sharding.spec[0]
+    if first is None:
+        return None
+    axes = tuple(first) if isinstance(first, tuple) else (first,)
+    shards = math.prod(sharding.mesh.shape[a] for a in axes)
+    if shards == 1 or x.shape[0] % shards:
+        return None
+    return sharding.mesh, axes
+
+
+def _shard_index(mesh: Mesh, axes: tuple[str, ...]) -> jax.Array:
+    """Linear index of this shard along ``axes`` (major to minor), inside ``shard_map``."""
+    index = jnp.zeros((), jnp.int32)
+    for a in axes:
+        index = index * mesh.shape[a] + jax.lax.axis_index(a)
+    return index
+
+
+def _knn_local(q, corpus, q_offset, *, k, chunk, metric, axes=()):
+    """Top-k over ``corpus`` for queries ``q`` whose global row indices start at ``q_offset``.
+
+    ``axes``: the manual mesh axes the queries vary over when called inside ``shard_map``.
+    """
+    n = corpus.shape[0]
+    q_chunk = min(chunk, q.shape[0])
+    q_blocks = _pad_blocks(q, q_chunk)
+    c_blocks = _pad_blocks(corpus, chunk)
+    q_sq = jnp.sum(q_blocks * q_blocks, axis=-1)
+    c_sq = jnp.sum(c_blocks * c_blocks, axis=-1)
+    q_starts = q_offset + jnp.arange(q_blocks.shape[0]) * q_chunk
+    c_starts = jnp.arange(c_blocks.shape[0]) * chunk
 
     def query_block(args):
-        q, q_sq, q_off = args
-        q_idx = q_off + local
+        qb, qb_sq, q_start = args
+        q_idx = q_start + jnp.arange(q_chunk)
 
         def tile(carry, args):
             top_s, top_i = carry
-            b, b_sq, b_off = args
-            b_idx = b_off + local
-            dots = q @ b.T
+            b, b_sq, b_start = args
+            b_idx = b_start + jnp.arange(chunk)
+            dots = qb @ b.T
             if metric == "cosine":
                 s = dots
             else:
-                s = -jnp.maximum(q_sq[:, None] + b_sq[None, :] - 2.0 * dots, 0.0)
+                s = -jnp.maximum(qb_sq[:, None] + b_sq[None, :] - 2.0 * dots, 0.0)
             invalid = (b_idx[None, :] >= n) | (b_idx[None, :] == q_idx[:, None])
             s = jnp.where(invalid, -jnp.inf, s)
             cat_s = jnp.concatenate([top_s, s], axis=1)
@@ -101,14 +129,49 @@ def _knn(x: jax.Array, k: int, chunk: int, metric: str) -> tuple[jax.Array, jax.
             return (new_s, jnp.take_along_axis(cat_i, pos, axis=1)), None
 
         init = (
-            jnp.full((chunk, k), -jnp.inf, x.dtype),
-            jnp.full((chunk, k), -1, jnp.int32),
+            jnp.full((q_chunk, k), -jnp.inf, q.dtype),
+            jnp.full((q_chunk, k), -1, jnp.int32),
         )
-        (s, i), _ = jax.lax.scan(tile, init, (blocks, sq, offsets))
+        if axes:  # the carry varies across shards like the queries do
+            init = jax.lax.pcast(init, axes, to="varying")
+        (s, i), _ = jax.lax.scan(tile, init, (c_blocks, c_sq, c_starts))
         return s, i
 
-    s, i = jax.lax.map(query_block, (blocks, sq, offsets))
-    return s.reshape(nb * chunk, k)[:n], i.reshape(nb * chunk, k)[:n]
+    s, i = jax.lax.map(query_block, (q_blocks, q_sq, q_starts))
+    m = q.shape[0]
+    return s.reshape(-1, k)[:m], i.reshape(-1, k)[:m]
+
+
+def _knn(
+    x: jax.Array,
+    k: int,
+    chunk: int,
+    metric: str,
+    layout: tuple[Mesh, tuple[str, ...]] | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """k nearest neighbours of every row among the other rows, tile by tile.
+
+    Returns ``(scores [N, k], indices [N, k])`` sorted best first; scores are cosine
+    similarities (``metric="cosine"``) or negated squared Euclidean distances
+    (``metric="sqeuclidean"``). Equal scores: the lower index comes first. With a ``layout``
+    (rows split over mesh axes) each device searches for its own query rows against the
+    all-gathered corpus under ``jax.shard_map``, so the work is divided between devices.
+    """
+    if metric == "cosine":
+        x = _l2_normalize(x)
+    else:
+        x = x - jnp.mean(x, axis=0, keepdims=True)  # smaller norms: less cancellation
+    local = functools.partial(_knn_local, k=k, chunk=chunk, metric=metric)
+    if layout is None:
+        return local(x, x, 0)
+    mesh, axes = layout
+
+    def per_shard(q, corpus):
+        return local(q, corpus, _shard_index(mesh, axes) * q.shape[0], axes=axes)
+
+    return jax.shard_map(
+        per_shard, mesh=mesh, in_specs=(P(axes), P()), out_specs=(P(axes), P(axes))
+    )(x, x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,9 +267,9 @@ def isotropy(x: ArrayLike) -> jax.Array:
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("k", "chunk", "per_point"))
-def _lid_mle(x, *, k, chunk, per_point):
-    s, _ = _knn(_to_float(x), k, chunk, "sqeuclidean")
+@functools.partial(jax.jit, static_argnames=("k", "chunk", "per_point", "layout"))
+def _lid_mle(x, *, k, chunk, per_point, layout):
+    s, _ = _knn(_to_float(x), k, chunk, "sqeuclidean", layout)
     log_r = 0.5 * jnp.log(-s)  # log r_1 <= ... <= log r_k, [N, k]
     inv = -jnp.mean(log_r - log_r[:, -1:], axis=1)  # (1/k) Σ_i log(r_k / r_i)
     if per_point:
@@ -255,12 +318,14 @@ def lid_mle(
     if per_point not in (True, False):
         raise ValueError(f"per_point must be a bool; got {per_point!r}")
     chunk = _chunk(chunk_size, x.shape[0])
-    return _lid_mle(jnp.asarray(x), k=int(k), chunk=chunk, per_point=bool(per_point))
+    return _lid_mle(
+        jnp.asarray(x), k=int(k), chunk=chunk, per_point=bool(per_point), layout=_row_layout(x)
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("chunk", "method", "discard_fraction"))
-def _lid_twonn(x, *, chunk, method, discard_fraction):
-    s, _ = _knn(_to_float(x), 2, chunk, "sqeuclidean")
+@functools.partial(jax.jit, static_argnames=("chunk", "method", "discard_fraction", "layout"))
+def _lid_twonn(x, *, chunk, method, discard_fraction, layout):
+    s, _ = _knn(_to_float(x), 2, chunk, "sqeuclidean", layout)
     log_mu = 0.5 * (jnp.log(-s[:, 1]) - jnp.log(-s[:, 0]))  # log(r_2 / r_1)
     n = x.shape[0]
     if method == "mle":
@@ -322,7 +387,11 @@ def lid_twonn(
         )
     chunk = _chunk(chunk_size, x.shape[0])
     return _lid_twonn(
-        jnp.asarray(x), chunk=chunk, method=method, discard_fraction=float(discard_fraction)
+        jnp.asarray(x),
+        chunk=chunk,
+        method=method,
+        discard_fraction=float(discard_fraction),
+        layout=_row_layout(x),
     )
 
 
@@ -346,9 +415,9 @@ class Hubness(NamedTuple):
     k_occurrence: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("k", "chunk"))
-def _hubness(x, *, k, chunk):
-    _, idx = _knn(_to_float(x), k, chunk, "cosine")
+@functools.partial(jax.jit, static_argnames=("k", "chunk", "layout"))
+def _hubness(x, *, k, chunk, layout):
+    _, idx = _knn(_to_float(x), k, chunk, "cosine", layout)
     n = x.shape[0]
     counts = jnp.zeros((n,), jnp.int32).at[idx.reshape(-1)].add(1)
     c = counts.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -391,7 +460,7 @@ def hubness(x: ArrayLike, k: int = 10, *, chunk_size: int = _DEFAULT_CHUNK) -> H
     x = _matrix(x, "x", min_rows=2)
     _check_k(k, x.shape[0])
     chunk = _chunk(chunk_size, x.shape[0])
-    return _hubness(jnp.asarray(x), k=int(k), chunk=chunk)
+    return _hubness(jnp.asarray(x), k=int(k), chunk=chunk, layout=_row_layout(x))
 
 
 # ---------------------------------------------------------------------------------------------
