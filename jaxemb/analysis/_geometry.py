@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from jaxemb._validate import check_choice, check_int, check_positive, shape_str
+from jaxemb._validate import check_choice, check_int, check_positive, is_concrete, shape_str
 from jaxemb.analysis._diagnostics import _l2_normalize, _to_float
 from jaxemb.analysis._probes import _check_embeddings, _check_finite_rows
 
@@ -73,7 +73,9 @@ def _row_layout(x: Any) -> tuple[Mesh, tuple[str, ...]] | None:
     ``None`` (replicated rows, a single shard, rows not divisible by the shard count, or a
     traced ``x`` whose sharding is unknown) selects the single-program path.
     """
-    sharding = getattr(x, "sharding", None) if isinstance(x, jax.Array) else None
+    if not isinstance(x, jax.Array) or not is_concrete(x):
+        return None
+    sharding = getattr(x, "sharding", None)
     if not isinstance(sharding, NamedSharding) or not sharding.spec:
         return None
     first = sharding.spec[0]
@@ -374,8 +376,9 @@ def lid_twonn(
     References:
       Facco, d'Errico, Rodriguez, Laio, "Estimating the intrinsic dimension of datasets by a
       minimal neighborhood information", Scientific Reports 2017 (the fit, discarding 10%);
-      the MLE form as in Denti et al., "The generalized ratios intrinsic dimension estimator",
-      Scientific Reports 2022, and scikit-dimension's ``TwoNN``.
+      scikit-dimension's ``TwoNN(discard_fraction=0.1)`` fits the same line. The MLE is the
+      maximum-likelihood Pareto exponent, the two-neighbour case of Denti et al., "The
+      generalized ratios intrinsic dimension estimator", Scientific Reports 2022.
     """
     x = _matrix(x, "x", min_rows=3)
     check_choice(method, "method", ("mle", "fit"))
