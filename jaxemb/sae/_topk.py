@@ -322,14 +322,24 @@ def _auxk(
     k_aux = min(k_aux_nominal, d_sae)  # static; rows beyond n_dead are masked below
     n_dead = jnp.sum(dead_mask).astype(residual.dtype)
     scale = jnp.minimum(n_dead / k_aux_nominal, 1.0)
-    masked = jnp.where(dead_mask[None, :], jax.nn.relu(pre), -jnp.inf)
+
+    def aux(pre, W_dec, encoder):
+        masked = jnp.where(dead_mask[None, :], jax.nn.relu(pre), -jnp.inf)
+        if encoder is None:
+            values, indices = jax.lax.top_k(masked, k_aux)
+        else:
+            _, indices = jax.lax.top_k(jax.lax.stop_gradient(masked), k_aux)
+            values = jax.nn.relu(gather_pre_activations(pre, indices, *encoder))
+        # With n_dead < k_aux the tail of the top-k holds live latents at -inf: drop them, which
+        # is sparsify's top-min(k_aux, n_dead).
+        values = jnp.where(dead_mask[indices], values, 0.0)
+        e_hat = _sparse_decode(values, indices, W_dec)
+        return (scale * sum_squared_error(e_hat, residual) / tv).astype(out_dtype)
+
+    out_dtype = jnp.promote_types(residual.dtype, tv.dtype)
     if encoder is None:
-        values, indices = jax.lax.top_k(masked, k_aux)
-    else:
-        _, indices = jax.lax.top_k(jax.lax.stop_gradient(masked), k_aux)
-        values = jax.nn.relu(gather_pre_activations(pre, indices, *encoder))
-    # With n_dead < k_aux the tail of the top-k holds live latents at -inf: drop them, which is
-    # sparsify's top-min(k_aux, n_dead).
-    values = jnp.where(dead_mask[indices], values, 0.0)
-    e_hat = _sparse_decode(values, indices, W_dec)
-    return scale * sum_squared_error(e_hat, residual) / tv
+        return aux(pre, W_dec, None)
+    # AuxK is exactly 0 (value and gradient) without dead latents: skip its top_k and decode.
+    return jax.lax.cond(
+        n_dead > 0, aux, lambda *_: jnp.zeros((), out_dtype), pre, W_dec, tuple(encoder)
+    )
