@@ -350,7 +350,10 @@ def _open_npz(path: Path, key: str | None) -> np.ndarray:
                 start = info.header_offset + 30 + name_len + extra_len
                 f.seek(start)
                 version = np.lib.format.read_magic(f)
-                shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
                 offset = f.tell()
             if not fortran and not dtype.hasobject:
                 return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
@@ -425,11 +428,13 @@ def _train(c: dict[str, Any], workdir: Path, emb: _Embeddings, mesh) -> tuple[nn
     rng = np.random.default_rng(c["seed"])
     sample_idx = np.sort(rng.choice(emb.n, size=min(emb.n, 8192), replace=False))
     sample = emb.rows(sample_idx)
-    if not np.all(np.isfinite(sample)):
-        bad_row = int(sample_idx[np.argmax(~np.all(np.isfinite(sample), axis=1))])
+    # Rows with NaN/Inf stay out of the initialisation sample; the batch that holds them stops
+    # training with its index below.
+    sample = sample[np.all(np.isfinite(sample), axis=1)]
+    if len(sample) == 0:
         raise TrainSAEError(
-            f"The embeddings hold NaN or Inf values (row {bad_row}, among others). Clean the input "
-            "before training; nothing has been written."
+            "Every row of the initialisation sample holds NaN or Inf values. Clean the input "
+            "embeddings before training; nothing has been trained."
         )
 
     # Model and optimizer.
@@ -523,19 +528,23 @@ def _evaluate(c: dict[str, Any], model: nnx.Module, emb: _Embeddings) -> dict[st
     rng = np.random.default_rng(c["seed"] + 1)
     idx = np.sort(rng.choice(emb.n, size=min(emb.n, c["eval_rows"]), replace=False))
     d_sae = c["d_sae"]
-    forward = nnx.jit(lambda m, x: m(x))
-    chunk = 4096
-    sse = 0.0
+
+    @nnx.jit
+    def forward(m, x):
+        out = m(x)
+        return out.reconstruction, out.code
+
+    # Rows per chunk: dense [chunk, d_sae] codes stay below ~64 MB.
+    chunk = int(max(1, min(4096, len(idx), (16 << 20) // d_sae)))
+    sse = sum_sq = cos_sum = l0_sum = 0.0
     sum_x = np.zeros(emb.d_in)
-    sum_sq = 0.0
-    cos_sum = 0.0
-    l0_sum = 0.0
     fired = np.zeros(d_sae)
-    batches = []
+    codes = []
     for s in range(0, len(idx), chunk):
         x = emb.rows(idx[s : s + chunk])
-        out = forward(model, jnp.asarray(x))
-        xh = np.asarray(out.reconstruction, np.float64)
+        xh, code = forward(model, jnp.asarray(x))
+        xh = np.asarray(xh, np.float64)
+        z = _dense_code(code, d_sae)
         x64 = x.astype(np.float64)
         sse += float(np.sum((x64 - xh) ** 2))
         sum_x += x64.sum(0)
@@ -543,9 +552,9 @@ def _evaluate(c: dict[str, Any], model: nnx.Module, emb: _Embeddings) -> dict[st
         nx = np.maximum(np.linalg.norm(x64, axis=1), 1e-8)
         nh = np.maximum(np.linalg.norm(xh, axis=1), 1e-8)
         cos_sum += float(np.sum(np.sum(x64 * xh, axis=1) / (nx * nh)))
-        l0_sum += float(sae.metrics.l0(out.code)) * len(x)
-        fired += np.asarray(sae.metrics.firing_frequency(out.code, d_sae), np.float64) * len(x)
-        batches.append(x)
+        l0_sum += float(np.sum(z != 0))
+        fired += np.sum(z != 0, axis=0)
+        codes.append(z)
     n = len(idx)
     total_var = max(sum_sq - float(np.sum(sum_x**2)) / n, np.finfo(np.float64).tiny)
     freq = fired / n
@@ -557,15 +566,16 @@ def _evaluate(c: dict[str, Any], model: nnx.Module, emb: _Embeddings) -> dict[st
         "dead_fraction": float(np.mean(freq == 0)),
         "eval_rows": n,
     }
-    if emb.atoms is not None:
-        W = jnp.asarray(model.W_dec[...])
-        metrics["mmcs"] = float(sae.metrics.mmcs(W, emb.atoms))
-        metrics["recovered_fraction"] = float(sae.metrics.recovered_fraction(W, emb.atoms))
+    if emb.atoms is not None:  # jaxemb.sae.metrics.mmcs / recovered_fraction, in float64
+        W = np.asarray(model.W_dec[...], np.float64)
+        A = np.asarray(emb.atoms, np.float64)
+        W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-8)
+        A = A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-8)
+        best = np.max(A @ W.T, axis=1)
+        metrics["mmcs"] = float(np.mean(best))
+        metrics["recovered_fraction"] = float(np.mean(best > 0.9))
 
-    encode = nnx.jit(lambda m, x: m.encode(x))
-    values, rows = sae.analysis.top_activating(
-        lambda x: encode(model, jnp.asarray(x)), batches, d_sae, top_n=c["top_n"]
-    )
+    values, rows = sae.analysis.top_activating(lambda z: z, codes, d_sae, top_n=c["top_n"])
     values, rows = np.asarray(values), np.asarray(rows)
     latents = [int(j) for j in np.argsort(-freq, kind="stable") if freq[j] > 0][: c["top_latents"]]
     top = [
@@ -578,6 +588,18 @@ def _evaluate(c: dict[str, Any], model: nnx.Module, emb: _Embeddings) -> dict[st
         for j in latents
     ]
     return {"metrics": metrics, "firing_frequency": freq, "top_examples": top}
+
+
+def _dense_code(code: Any, d_sae: int) -> np.ndarray:
+    """A sparse or dense code as a dense float32 NumPy ``[N, d_sae]`` matrix."""
+    if isinstance(code, sae.SparseCode):
+        values = np.asarray(code.values, np.float32)
+        indices = np.asarray(code.indices)
+        z = np.zeros((values.shape[0], d_sae), np.float32)
+        rows = np.broadcast_to(np.arange(values.shape[0])[:, None], indices.shape)
+        np.add.at(z, (rows, indices), values)
+        return z
+    return np.asarray(code, np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

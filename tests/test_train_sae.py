@@ -1,0 +1,137 @@
+"""experiments/train_sae.py on tiny configs: report, recovery metrics, saved SAE, resume, errors."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxemb import data, sae
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("train_sae", ROOT / "experiments/train_sae.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["train_sae"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ts = _load()
+
+TINY = dict(
+    d_sae=32,
+    k=3,
+    batch_size=64,
+    lr_warmup=2,
+    eval_rows=512,
+    top_latents=4,
+    top_n=3,
+    init_b_dec="mean",
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def np_recovered(W_dec, atoms, threshold=0.9):
+    W = np.asarray(W_dec, np.float64)
+    A = np.asarray(atoms, np.float64)
+    W /= np.linalg.norm(W, axis=1, keepdims=True)
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    best = (A @ W.T).max(axis=1)
+    return best.mean(), (best > threshold).mean()
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_planted_run_reports_recovery_saves_and_resumes(tmp_path, data_dir):
+    cfg = dict(TINY, planted_config="small", data_dir=data_dir, ckpt_every=20, log_every=10)
+    summary = ts.train_and_evaluate(ts.make_config(dict(cfg, steps=20)), tmp_path)
+    m = summary["metrics"]
+    for key in ("fvu", "explained_variance", "l0", "dead_fraction", "mmcs", "recovered_fraction"):
+        assert key in m, key
+    assert abs(m["fvu"] + m["explained_variance"] - 1.0) < 1e-9
+    assert 0.0 <= m["l0"] <= 3.0
+    # the saved SAE is the trained one: its recovery, computed here in NumPy, is the reported one
+    model = sae.load_sae(tmp_path / "sae")
+    assert type(model) is sae.TopKSAE and model.k == 3
+    atoms = data.planted_dictionary_atoms(data_dir=data_dir, config="small")
+    mmcs, rec = np_recovered(model.W_dec[...], atoms)
+    assert abs(mmcs - m["mmcs"]) < 1e-5 and abs(rec - m["recovered_fraction"]) < 1e-9
+    report = (tmp_path / "report.md").read_text()
+    assert "MMCS" in report and "recovered" in report and "density.png" in report
+    assert f"| {summary['top_examples'][0]['latent']} |" in report
+    assert (tmp_path / "density.png").read_bytes()[:4] == b"\x89PNG"
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "step" in r] == [10, 20]
+    for t in summary["top_examples"]:
+        assert all(0 <= r < 4096 for r in t["rows"])
+
+    # a second run with more steps continues from the step-20 checkpoint
+    again = ts.train_and_evaluate(ts.make_config(dict(cfg, steps=25)), tmp_path)
+    assert again["timings"]["steps_run"] == 5
+    steps = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "step" in r]
+    assert steps == [10, 20, 25]
+    ckpts = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert ckpts == [20, 25]
+
+
+def _batch_rows(n, batch_size, seed, step):
+    """Row indices of global batch ``step`` of the seeded pipeline."""
+    return data.make_pipeline({"i": np.arange(n)}, batch_size=batch_size, seed=seed).batch_at(step)[
+        "i"
+    ]
+
+
+def test_nan_batch_stops_with_its_index_and_no_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(640, 8)).astype(np.float32)
+    row = int(_batch_rows(640, 64, 0, 1)[5])  # first seen in batch 1 (0-based)
+    assert row not in _batch_rows(640, 64, 0, 0)
+    x[row, 5] = np.nan
+    path = tmp_path / "emb.npy"
+    np.save(path, x)
+    cfg = ts.make_config(dict(TINY, source=str(path), steps=40, ckpt_every=1))
+    with pytest.raises(ValueError, match=r"Batch 1 \(0-based"):
+        ts.train_and_evaluate(cfg, tmp_path / "run")
+    ckpts = [p.name for p in (tmp_path / "run/checkpoints").iterdir() if p.name[0].isdigit()]
+    assert ckpts == ["1"]  # step 1 was saved; the NaN batch would have made step 2
+    assert not (tmp_path / "run/sae").exists()
+
+
+def test_npy_is_memory_mapped_and_npz_key(tmp_path):
+    x = np.arange(60, dtype=np.float32).reshape(20, 3)
+    np.save(tmp_path / "a.npy", x)
+    np.savez(tmp_path / "b.npz", emb=x, other=x[:2])
+    emb = ts._Embeddings(ts.make_config(dict(source=str(tmp_path / "a.npy"))))
+    assert isinstance(emb.columns["x"], np.memmap) and (emb.n, emb.d_in) == (20, 3)
+    np.testing.assert_array_equal(emb.rows(np.array([3, 7])), x[[3, 7]])
+    emb = ts._Embeddings(ts.make_config(dict(source=str(tmp_path / "b.npz"), npz_key="emb")))
+    assert isinstance(emb.columns["x"], np.memmap)
+    np.testing.assert_array_equal(emb.rows(np.array([0, 19])), x[[0, 19]])
+    with pytest.raises(ValueError, match=r"holds the arrays \['emb', 'other'\]; pass npz_key"):
+        ts._Embeddings(ts.make_config(dict(source=str(tmp_path / "b.npz"))))
+
+
+def test_wrong_rank_file_and_unknown_key_exit_2(tmp_path, capsys):
+    np.save(tmp_path / "cube.npy", np.zeros((4, 3, 2), np.float32))
+    workdir = tmp_path / "out"
+    assert ts.main(["--workdir", str(workdir), f"source={tmp_path / 'cube.npy'}"]) == 2
+    err = capsys.readouterr().err
+    assert "shape [4, 3, 2] (rank 3)" in err and "rank-2 [rows, dim]" in err
+    assert not workdir.exists()
+    assert ts.main(["--workdir", str(workdir), "stepz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown config key 'stepz'" in err
+    with pytest.raises(ValueError, match=r"k=40.*at most d_sae=32"):
+        ts.make_config(dict(d_sae=32, k=40))
+    with pytest.raises(ValueError, match="variant='sparse'"):
+        ts.make_config(dict(variant="sparse"))
