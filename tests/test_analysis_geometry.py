@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from jaxemb import analysis
 from jaxemb.analysis import plots
-from jaxemb.analysis._geometry import _row_layout
+from jaxemb.analysis._geometry import _pick_anchors, _row_layout
 
 # ---------------------------------------------------------------------------------------------
 # Independent NumPy (float64) references
@@ -324,6 +324,21 @@ def test_pick_anchors_methods(rng):
     # All rows identical: k-means++ still returns distinct indices.
     dup = np.ones((6, 3), np.float32)
     assert len(set(analysis.pick_anchors(dup, 6, method="kmeans++").tolist())) == 6
+
+
+def test_kmeans_plus_plus_sampling_distribution():
+    # First anchor uniform, second ∝ squared distance to the first:
+    # P(second = j) = (1/N) Σ_i d²(i, j) / Σ_l d²(i, l), computed here in float64.
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [0.5, 0.5]], np.float32)
+    d2 = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)
+    want = (d2 / d2.sum(1, keepdims=True)).mean(0)
+    keys = jax.random.split(jax.random.key(0), 4000)
+    picks = jax.vmap(lambda k: _pick_anchors(jnp.asarray(x), k, n=2, method="kmeans++"))(keys)
+    freq = np.bincount(np.asarray(picks[:, 1]), minlength=5) / 4000
+    np.testing.assert_allclose(freq, want, atol=0.025)  # about 3 standard errors
+    np.testing.assert_allclose(
+        np.bincount(np.asarray(picks[:, 0]), minlength=5) / 4000, 0.2, atol=0.025
+    )
 
 
 @pytest.mark.parametrize("k", [None, 3])
