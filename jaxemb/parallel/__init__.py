@@ -1,5 +1,6 @@
 """Device meshes and data parallelism (see shared/design/training.md)."""
 
+from jaxemb.parallel._distributed import initialize as initialize
 from jaxemb.parallel._mesh import batch_sharding as batch_sharding
 from jaxemb.parallel._mesh import local_batch_size as local_batch_size
 from jaxemb.parallel._mesh import make_mesh as make_mesh
@@ -15,3 +16,4 @@ from jaxemb.parallel._ring import ring_sigmoid_loss as ring_sigmoid_loss
 __all__ = ["make_mesh", "batch_sharding", "replicated", "shard_batch", "local_batch_size"]
 __all__ += ["ring_info_nce", "ring_sigmoid_loss"]
 __all__ += ["ema_update", "KeyQueue", "moco_info_nce", "mochi_negatives"]
+__all__ += ["initialize"]
