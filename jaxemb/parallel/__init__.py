@@ -1,6 +1,8 @@
 """Device meshes and data parallelism (see shared/design/training.md)."""
 
+from jaxemb.parallel._blocked import blocked_info_nce as blocked_info_nce
 from jaxemb.parallel._distributed import initialize as initialize
+from jaxemb.parallel._grad_cache import grad_cache as grad_cache
 from jaxemb.parallel._mesh import batch_sharding as batch_sharding
 from jaxemb.parallel._mesh import local_batch_size as local_batch_size
 from jaxemb.parallel._mesh import make_mesh as make_mesh
@@ -17,3 +19,4 @@ __all__ = ["make_mesh", "batch_sharding", "replicated", "shard_batch", "local_ba
 __all__ += ["ring_info_nce", "ring_sigmoid_loss"]
 __all__ += ["ema_update", "KeyQueue", "moco_info_nce", "mochi_negatives"]
 __all__ += ["initialize"]
+__all__ += ["grad_cache", "blocked_info_nce"]
