@@ -379,7 +379,7 @@ def _build_model(c: dict[str, Any], d_in: int) -> nnx.Module:
         while rest > c["d_sae"] // 8 and len(sizes) < 3:
             sizes.append(rest - rest // 2)
             rest //= 2
-        kwargs["group_sizes"] = tuple(reversed(sizes)) + ((rest,) if rest else ())
+        kwargs["group_sizes"] = ((rest,) if rest else ()) + tuple(reversed(sizes))
     if c["dead_threshold"] is not None and "dead_threshold" in params:
         kwargs["dead_threshold"] = c["dead_threshold"]
     kwargs.update(c["variant_kwargs"])

@@ -272,3 +272,61 @@ def test_bad_layouts_and_formats(tmp_path, rng):
     if "relu" in dict(VARIANTS):
         with pytest.raises(ValueError, match="sparsify layout holds per-row TopK"):
             sae.save_sae(tmp_path / "y", make(sae.ReluSAE, rng), format="sparsify")
+
+
+# SAELens semantics of each architecture, from the files alone (NumPy float64).
+ARCH_OF = {
+    "TopKSAE": "topk",
+    "ReluSAE": "standard",
+    "JumpReluSAE": "jumprelu",
+    "BatchTopKSAE": "jumprelu",
+    "GatedSAE": "gated",
+    "MatryoshkaSAE": "topk",
+    "MatchingPursuitSAE": "matching_pursuit",
+}
+KEYS_OF = {
+    "standard": {"W_enc", "b_enc", "W_dec", "b_dec"},
+    "topk": {"W_enc", "b_enc", "W_dec", "b_dec"},
+    "jumprelu": {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"},
+    "gated": {"W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"},
+    "matching_pursuit": {"W_dec", "b_dec"},
+}
+
+
+def saelens_forward(arch, t, cfg, x):
+    t = {k: v.astype(np.float64) for k, v in t.items()}
+    xc = x - t["b_dec"]
+    if arch == "gated":
+        active = (xc @ t["W_enc"] + t["b_gate"]) > 0
+        mag = np.maximum(xc @ (t["W_enc"] * np.exp(t["r_mag"])) + t["b_mag"], 0.0)
+        return (active * mag) @ t["W_dec"] + t["b_dec"]
+    pre = xc @ t["W_enc"] + t["b_enc"]
+    if arch == "standard":
+        z = np.maximum(pre, 0.0)
+    elif arch == "jumprelu":
+        z = np.maximum(pre, 0.0) * (pre > t["threshold"])
+    else:
+        return np_topk_recon(t["W_enc"], t["b_enc"], t["W_dec"], t["b_dec"], x, cfg["k"])
+    return z @ t["W_dec"] + t["b_dec"]
+
+
+@pytest.mark.parametrize("name,cls", VARIANTS, ids=[n for n, _ in VARIANTS])
+def test_saelens_files_compute_the_model(tmp_path, rng, name, cls):
+    """Keys, shapes and dtypes as SAELens stores them; the files compute the model's function
+    (with the input scale folded in), except matching pursuit whose stopping rule differs."""
+    model = make(cls, rng, scale=0.37)
+    sae.save_sae(tmp_path, model)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    arch = ARCH_OF[cls.__name__]
+    assert cfg["architecture"] == arch and (cfg["d_in"], cfg["d_sae"]) == (D_IN, D_SAE)
+    t = load_file(tmp_path / "sae_weights.safetensors")
+    assert set(t) == KEYS_OF[arch]
+    shapes = {"W_enc": (D_IN, D_SAE), "W_dec": (D_SAE, D_IN), "b_dec": (D_IN,)}
+    for key, value in t.items():
+        assert value.shape == shapes.get(key, (D_SAE,)) and value.dtype == np.float32, key
+    if arch == "matching_pursuit":
+        return
+    x = rng.normal(size=(16, D_IN)) * 2.0
+    want = saelens_forward(arch, t, cfg, x)
+    got = np.asarray(model(jnp.asarray(x, jnp.float32)).reconstruction, np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
