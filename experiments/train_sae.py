@@ -57,7 +57,7 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
     data_dir=None,  # TFDS data directory; None: $JAXEMB_DATA_DIR or ~/.cache/jaxemb/...
     # input
     source="planted_dictionary",  # | "path/to/emb.npy" | "path/to/emb.npz" | "tfds:NAME[:SPLIT]"
-    planted_config="default",  # planted_dictionary config: "default" | "small"
+    planted_config="default",  # planted_dictionary config (also for tfds:planted_dictionary)
     npz_key=None,  # array name inside a .npz (None: its only array)
     feature="x",  # feature holding the embedding in a TFDS example
     # model
@@ -244,7 +244,8 @@ class _Embeddings:
             parts = source[len("tfds:") :].split(":")
             name, split = parts[0], (parts[1] if len(parts) > 1 else "train")
             try:
-                self.columns = data.data_source(name, split, data_dir=c["data_dir"])
+                config = c["planted_config"] if name == "planted_dictionary" else None
+                self.columns = data.data_source(name, split, data_dir=c["data_dir"], config=config)
             except ValueError as e:
                 raise TrainSAEError(str(e)) from e
             self.feature = c["feature"]

@@ -121,6 +121,30 @@ def test_npy_is_memory_mapped_and_npz_key(tmp_path):
         ts._Embeddings(ts.make_config(dict(source=str(tmp_path / "b.npz"))))
 
 
+def test_tfds_source_reads_the_feature(data_dir):
+    emb = ts._Embeddings(
+        ts.make_config(
+            dict(source="tfds:planted_dictionary:test", planted_config="small", data_dir=data_dir)
+        )
+    )
+    x = data.load_arrays("planted_dictionary", "test", data_dir=data_dir, config="small")["x"]
+    assert (emb.n, emb.d_in) == x.shape
+    np.testing.assert_array_equal(emb.rows(np.array([5, 0, 1000])), x[[5, 0, 1000]])
+    batch = next(iter(emb.pipeline(batch_size=8, seed=0, start_step=0)))
+    assert emb.batch_array(batch).shape == (8, 16)
+    with pytest.raises(ValueError, match="no feature 'emb'; its features are"):
+        ts._Embeddings(
+            ts.make_config(
+                dict(
+                    source="tfds:planted_dictionary:test",
+                    planted_config="small",
+                    data_dir=data_dir,
+                    feature="emb",
+                )
+            )
+        )
+
+
 def test_wrong_rank_file_and_unknown_key_exit_2(tmp_path, capsys):
     np.save(tmp_path / "cube.npy", np.zeros((4, 3, 2), np.float32))
     workdir = tmp_path / "out"
