@@ -1,0 +1,325 @@
+"""ReLU sparse autoencoder with an L1 penalty (decoder-norm-weighted or plain)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.typing import ArrayLike
+
+from jaxemb import _validate as v
+from jaxemb.sae._base import (
+    SAEOutput,
+    check_batch,
+    init_sae_params,
+    sum_squared_error,
+    total_variance,
+)
+from jaxemb.sae._dead import check_threshold
+from jaxemb.sae._tricks import InputScale, scale_inputs, unscale_outputs
+
+
+def check_dense_code(code: Any, d_sae: int, name: str = "code") -> None:
+    """Checks a dense ``[N, d_sae]`` float code."""
+    v.check_array(code, name, ndim=2, kind="float")
+    if code.shape[1] != d_sae:
+        raise ValueError(f"{name} must be [batch, d_sae={d_sae}]; got {v.shape_str(code)}")
+
+
+def check_dead_mask(dead_mask: Any, d_sae: int) -> None:
+    """Checks an optional ``[d_sae]`` bool dead-latent mask."""
+    if dead_mask is None:
+        return
+    v.check_array(dead_mask, "dead_mask", ndim=1, kind="any")
+    if jnp.asarray(dead_mask).dtype != jnp.bool_:
+        raise ValueError(f"dead_mask must be bool; got {jnp.asarray(dead_mask).dtype}")
+    if dead_mask.shape[0] != d_sae:
+        raise ValueError(f"dead_mask must be [d_sae={d_sae}]; got {v.shape_str(dead_mask)}")
+
+
+def check_coef(value: Any, name: str) -> None:
+    """Checks a sparsity coefficient (concrete: finite, >= 0; traced values pass)."""
+    if value is not None:
+        v.check_positive(value, name, strict=False)
+
+
+class DenseSAE(nnx.Module):
+    """Shared body of the SAEs with dense ``[N, d_sae]`` codes (ReLU, BatchTopK, JumpReLU, Gated).
+
+    Holds ``W_enc``, ``b_enc``, ``W_dec``, ``b_dec`` (``nnx.Param``) and ``input_scale``
+    (:class:`InputScale`, 1 until :func:`fit_input_norm`). Inputs are multiplied by
+    ``input_scale`` before encoding and reconstructions divided by it after decoding, so the
+    public methods speak the caller's units and the losses the normalised ones.
+    """
+
+    def _init_shared(
+        self,
+        d_in: int,
+        d_sae: int,
+        rngs: nnx.Rngs,
+        *,
+        dead_threshold: int,
+        init_encoder_from_decoder: bool,
+        normalize_decoder: bool,
+        param_dtype: Any,
+    ) -> None:
+        v.check_int(d_in, "d_in", minimum=1)
+        v.check_int(d_sae, "d_sae", minimum=1)
+        check_threshold(dead_threshold)
+        if not isinstance(rngs, nnx.Rngs):
+            raise ValueError(f"rngs must be an nnx.Rngs; got {type(rngs).__name__}")
+        if not jnp.issubdtype(param_dtype, jnp.floating):
+            raise ValueError(f"param_dtype must be a float dtype; got {param_dtype!r}")
+        self.d_in = d_in
+        self.d_sae = d_sae
+        self.dead_threshold = dead_threshold
+        self.normalize_decoder = bool(normalize_decoder)
+        p = init_sae_params(
+            rngs.params(),
+            d_in,
+            d_sae,
+            init_encoder_from_decoder=init_encoder_from_decoder,
+            dtype=param_dtype,
+        )
+        self.W_enc = nnx.Param(p["W_enc"])
+        self.b_enc = nnx.Param(p["b_enc"])
+        self.W_dec = nnx.Param(p["W_dec"])
+        self.b_dec = nnx.Param(p["b_dec"])
+        self.input_scale = InputScale(jnp.ones((), jnp.float32))
+
+    # -- normalised-space internals --------------------------------------------------------
+    def _pre(self, xs: jax.Array) -> jax.Array:
+        return (xs - self.b_dec[...][None, :]) @ self.W_enc[...] + self.b_enc[...][None, :]
+
+    def _decode_n(self, z: jax.Array) -> jax.Array:
+        return z @ self.W_dec[...] + self.b_dec[...][None, :]
+
+    def _code(self, xs: jax.Array, pre: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def _forward_n(self, xs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        pre = self._pre(xs)
+        z = self._code(xs, pre)
+        return self._decode_n(z), z, pre
+
+    # -- public API ------------------------------------------------------------------------
+    def pre_activations(self, x: ArrayLike) -> jax.Array:
+        """``(s·x − b_dec) @ W_enc + b_enc``, ``[N, d_sae]`` (``s`` the input scale).
+
+        Args:
+          x: ``[N, d_in]`` float inputs.
+
+        Returns:
+          ``[N, d_sae]`` pre-activations.
+        """
+        check_batch(x, self.d_in)
+        return self._pre(scale_inputs(self, jnp.asarray(x)))
+
+    def encode(self, x: ArrayLike) -> jax.Array:
+        """Dense code ``z`` of ``x``, ``[N, d_sae]``.
+
+        Args:
+          x: ``[N, d_in]`` float inputs.
+
+        Returns:
+          ``[N, d_sae]`` non-negative activations.
+        """
+        check_batch(x, self.d_in)
+        xs = scale_inputs(self, jnp.asarray(x))
+        return self._code(xs, self._pre(xs))
+
+    def decode(self, code: ArrayLike) -> jax.Array:
+        """``x̂ = (z @ W_dec + b_dec) / s``, ``[N, d_in]`` in the input's units.
+
+        Args:
+          code: ``[N, d_sae]`` dense code.
+
+        Returns:
+          ``[N, d_in]`` reconstruction.
+        """
+        check_dense_code(code, self.d_sae)
+        return unscale_outputs(self, self._decode_n(jnp.asarray(code)))
+
+    def __call__(self, x: ArrayLike) -> SAEOutput:
+        """Encodes and decodes ``x``.
+
+        Args:
+          x: ``[N, d_in]`` float inputs.
+
+        Returns:
+          :class:`SAEOutput` ``(reconstruction [N, d_in], code [N, d_sae],
+          pre_activations [N, d_sae])``.
+        """
+        check_batch(x, self.d_in)
+        x_hat, z, pre = self._forward_n(scale_inputs(self, jnp.asarray(x)))
+        return SAEOutput(unscale_outputs(self, x_hat), z, pre)
+
+
+def recon_metrics(x, xs, x_hat_n, z, s, f32):
+    """Shared reconstruction metrics: per-row summed squared error in the normalised space,
+    FVU, MSE in input units and L0."""
+    sse = sum_squared_error(xs, x_hat_n)
+    n = x.shape[0]
+    return {
+        "recon": sse / n,
+        "fvu": sse / total_variance(xs),
+        "mse": sse / (jnp.square(s.astype(f32)) * x.size),
+        "l0": jnp.mean(jnp.sum(z != 0, axis=1).astype(f32)),
+    }
+
+
+class ReluSAE(DenseSAE):
+    """ReLU SAE trained with an L1 penalty: ``z = relu((x − b_dec) W_enc + b_enc)``.
+
+    Loss (``mode="decoder_norm"``, the default): ``mean_n ‖x − x̂‖² + λ mean_n Σ_j z_j ‖W_dec[j]‖₂``
+    with an unconstrained decoder (Anthropic's April 2023 update; SAELens' "standard" SAE).
+    ``mode="plain"``: ``mean_n ‖x − x̂‖² + λ mean_n Σ_j z_j`` with decoder rows kept at unit norm
+    (Cunningham et al. 2023 / Bricken et al. 2023). Warm λ up with
+    ``make_train_step(..., schedules={"l1_coef": sae.l1_warmup(λ, warmup_steps=...)})``.
+
+    Args:
+      d_in: input width.
+      d_sae: number of latents.
+      rngs: ``nnx.Rngs`` whose ``params`` stream draws the initial weights.
+      l1_coef: λ (Anthropic's 5 for inputs normalised to ``E‖x‖² = d_in``).
+      mode: ``"decoder_norm"`` or ``"plain"``.
+      dead_threshold: tokens without firing after which a latent counts as dead.
+      init_encoder_from_decoder: initialise ``W_enc = W_decᵀ``.
+      normalize_decoder: keep decoder rows unit-norm; default ``mode == "plain"``.
+      param_dtype: dtype of the parameters.
+
+    Attributes:
+      W_enc, b_enc, W_dec, b_dec: ``nnx.Param`` in the SAELens layout.
+      input_scale: :class:`InputScale` scalar (see :func:`fit_input_norm`).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jaxemb import sae
+      >>> model = sae.ReluSAE(8, 32, rngs=nnx.Rngs(0))
+      >>> out = model(jnp.ones((3, 8)))
+      >>> out.reconstruction.shape, out.code.shape, bool((out.code >= 0).all())
+      ((3, 8), (3, 32), True)
+
+    References:
+      Bricken et al., "Towards Monosemanticity" (2023); Anthropic, "Circuits Updates — April
+      2023"; Cunningham et al., "Sparse Autoencoders Find Highly Interpretable Features in
+      Language Models" (2023); SAELens ``StandardSAE`` / ``StandardTrainingSAE``.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_sae: int,
+        *,
+        rngs: nnx.Rngs,
+        l1_coef: float = 5.0,
+        mode: str = "decoder_norm",
+        dead_threshold: int = 10_000_000,
+        init_encoder_from_decoder: bool = True,
+        normalize_decoder: bool | None = None,
+        param_dtype: Any = jnp.float32,
+    ):
+        v.check_choice(mode, "mode", ("decoder_norm", "plain"))
+        check_coef(l1_coef, "l1_coef")
+        if normalize_decoder is None:
+            normalize_decoder = mode == "plain"
+        self._init_shared(
+            d_in,
+            d_sae,
+            rngs,
+            dead_threshold=dead_threshold,
+            init_encoder_from_decoder=init_encoder_from_decoder,
+            normalize_decoder=normalize_decoder,
+            param_dtype=param_dtype,
+        )
+        self.l1_coef = float(l1_coef)
+        self.mode = mode
+
+    def _code(self, xs: jax.Array, pre: jax.Array) -> jax.Array:
+        return jax.nn.relu(pre)
+
+    def training_loss(
+        self, x: ArrayLike, *, dead_mask: ArrayLike | None = None, l1_coef: Any = None
+    ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
+        """The loss :func:`make_train_step` minimises, with metrics and the forward output.
+
+        Args:
+          x: ``[N, d_in]`` float inputs.
+          dead_mask: optional ``[d_sae]`` bool (only reported as ``dead_fraction``).
+          l1_coef: λ for this step (a scheduled value); default ``self.l1_coef``.
+
+        Returns:
+          ``(loss, metrics, output)``; see :func:`relu_loss`.
+        """
+        check_batch(x, self.d_in)
+        check_dead_mask(dead_mask, self.d_sae)
+        check_coef(l1_coef, "l1_coef")
+        return _relu_loss(self, jnp.asarray(x), dead_mask, l1_coef)
+
+
+def relu_loss(
+    model: ReluSAE,
+    x: ArrayLike,
+    *,
+    dead_mask: ArrayLike | None = None,
+    l1_coef: Any = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """ReLU-SAE loss: ``mean_n ‖x − x̂‖² + λ mean_n Σ_j z_j w_j`` in the normalised space.
+
+    ``w_j = ‖W_dec[j]‖₂`` (``mode="decoder_norm"``) or 1 (``mode="plain"``); ``x`` and ``x̂``
+    are in the SAE's normalised units (``s·x``, see :func:`fit_input_norm`).
+
+    Args:
+      model: a :class:`ReluSAE`.
+      x: ``[N, d_in]`` float inputs.
+      dead_mask: optional ``[d_sae]`` bool mask of dead latents (reported only).
+      l1_coef: λ; default ``model.l1_coef``.
+
+    Returns:
+      ``(loss, metrics)``: float32 scalars ``loss``, ``recon`` (mean summed squared error),
+      ``l1`` (the weighted L1 term before λ), ``fvu``, ``mse`` (mean over elements, input
+      units), ``l0`` and ``dead_fraction``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from jaxemb import sae
+      >>> model = sae.ReluSAE(2, 2, rngs=nnx.Rngs(0), l1_coef=0.5)
+      >>> model.W_enc[...] = jnp.eye(2)
+      >>> model.W_dec[...] = 2.0 * jnp.eye(2)            # ‖W_dec[j]‖ = 2
+      >>> loss, m = sae.relu_loss(model, jnp.array([[1.0, 0.0]]))
+      >>> float(m["recon"]), float(m["l1"]), float(loss)   # x̂ = [2, 0]; z = [1, 0]
+      (1.0, 2.0, 2.0)
+
+    References:
+      Anthropic, "Circuits Updates — April 2023"; SAELens ``StandardTrainingSAE``
+      (``mse_loss`` summed over features, ``l1_loss`` weighted by ``W_dec.norm(dim=1)``).
+    """
+    if not isinstance(model, ReluSAE):
+        raise ValueError(f"model must be a ReluSAE; got {type(model).__name__}")
+    loss, metrics, _ = model.training_loss(x, dead_mask=dead_mask, l1_coef=l1_coef)
+    return loss, metrics
+
+
+def _relu_loss(model: ReluSAE, x: jax.Array, dead_mask, l1_coef):
+    lam = model.l1_coef if l1_coef is None else l1_coef
+    xs = scale_inputs(model, x)
+    x_hat_n, z, pre = model._forward_n(xs)
+    f32 = jnp.promote_types(x_hat_n.dtype, jnp.float32)
+    s = model.input_scale[...]
+    m = recon_metrics(x, xs, x_hat_n, z, s, f32)
+    z32 = z.astype(f32)
+    if model.mode == "decoder_norm":
+        w = jnp.linalg.norm(model.W_dec[...].astype(f32), axis=1)
+        l1 = jnp.mean(z32 @ w)
+    else:
+        l1 = jnp.mean(jnp.sum(jnp.abs(z32), axis=1))
+    loss = m["recon"] + jnp.asarray(lam, f32) * l1
+    dead_fraction = (
+        jnp.zeros((), f32) if dead_mask is None else jnp.mean(jnp.asarray(dead_mask).astype(f32))
+    )
+    metrics = {"loss": loss, **m, "l1": l1, "dead_fraction": dead_fraction}
+    return loss, metrics, SAEOutput(unscale_outputs(model, x_hat_n), z, pre)
