@@ -1,6 +1,5 @@
 """Tests for jaxemb.sae (TopK SAE core) against independent NumPy float64 references."""
 
-import time
 
 import jax
 import jax.numpy as jnp
@@ -417,7 +416,6 @@ def test_train_step_matches_reference(rng):
 
 
 def test_train_step_recovers_planted_dictionary():
-    start = time.perf_counter()
     rng = np.random.default_rng(0)
     x, D = synthetic(rng, 8192)
     batch = 256
@@ -431,7 +429,6 @@ def test_train_step_recovers_planted_dictionary():
     assert recovered >= 0.8, recovered
     assert float(m["fvu"]) < 0.2
     np.testing.assert_allclose(np.linalg.norm(state.params["W_dec"], axis=1), 1.0, rtol=1e-5)
-    assert time.perf_counter() - start < 20
 
 
 def test_train_step_sharded_equals_unsharded(mesh8, rng):
