@@ -81,6 +81,21 @@ def test_sparsify_round_trip_is_bitwise(tmp_path, rng):
         assert value.tobytes() == variables(back)[key].tobytes(), key
 
 
+@pytest.mark.parametrize("fmt", ["saelens", "sparsify"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_round_trip(tmp_path, fmt, dtype):
+    model = sae.TopKSAE(D_IN, D_SAE, k=K, rngs=nnx.Rngs(3), param_dtype=dtype)
+    model.b_dec[...] = jnp.arange(D_IN, dtype=dtype) / 7
+    sae.save_sae(tmp_path, model, format=fmt)
+    t = load_file(tmp_path / ("sae_weights.safetensors" if fmt == "saelens" else "sae.safetensors"))
+    assert all(v.dtype == np.dtype(dtype) for v in t.values())
+    if fmt == "saelens":
+        assert json.loads((tmp_path / "cfg.json").read_text())["dtype"] == np.dtype(dtype).name
+    back = sae.load_sae(tmp_path)
+    for key, value in variables(model).items():
+        assert value.tobytes() == variables(back)[key].tobytes(), key
+
+
 def np_topk_recon(W_enc, b_enc, W_dec, b_dec, x, k):
     pre = (x - b_dec) @ W_enc + b_enc
     r = np.maximum(pre, 0.0)
@@ -261,6 +276,12 @@ def test_bad_layouts_and_formats(tmp_path, rng):
     )
     with pytest.raises(ValueError, match="architecture 'crosscoder' is not supported"):
         sae.load_sae(tmp_path / "arch")
+    topk_cfg = {"architecture": "topk", "d_in": D_IN, "d_sae": D_SAE, "k": K}
+    write_foreign_saelens(
+        tmp_path / "scaled", {**t, "scaling_factor": np.full(D_SAE, 2.0)}, topk_cfg
+    )
+    with pytest.raises(ValueError, match="'scaling_factor'"):
+        sae.load_sae(tmp_path / "scaled")
     model = make(sae.TopKSAE, rng)
     with pytest.raises(ValueError, match="format must be one of"):
         sae.save_sae(tmp_path / "x", model, format="pickle")

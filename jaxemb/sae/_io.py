@@ -633,6 +633,12 @@ def _fold_saelens_options(
     t: dict[str, np.ndarray], cfg: dict[str, Any], arch: str, where: str
 ) -> dict[str, np.ndarray]:
     t = dict(t)
+    for name in ("scaling_factor", "finetuning_scaling_factor"):
+        if name in t and not np.all(t[name] == 1):
+            raise ValueError(
+                f"{where}: tensor {name!r} (a fine-tuning scale of the activations) is not "
+                "supported unless it is all ones"
+            )
     norm = cfg.get("normalize_activations", "none")
     if norm not in (None, "none", False):
         raise ValueError(

@@ -483,6 +483,11 @@ def _check_scalar(value: Any, name: str) -> None:
 def steer(model: Any, x: Any, latent: int, strength: Any) -> jax.Array:
     """Steers inputs along a latent's decoder direction: ``x + strength · W_dec[latent]``.
 
+    The decoder row is added as stored. For a model with an input scale ``s``
+    (:func:`~jaxemb.sae.fit_input_norm`), decoder rows live in the scaled space, so raising the
+    latent's activation by ``a`` moves a reconstruction by ``a · W_dec[latent] / s``: pass
+    ``strength = a / s`` for that.
+
     Args:
       model: an SAE module (any :mod:`jaxemb.sae` variant).
       x: ``[N, d_in]`` or ``[d_in]`` float embeddings.
