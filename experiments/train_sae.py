@@ -516,7 +516,7 @@ def _train(c: dict[str, Any], workdir: Path, emb: _Embeddings, mesh) -> tuple[nn
     finally:
         ckpt.close()
     _sync(model, state)
-    timing = {"train_s": time.perf_counter() - t0, "steps_run": c["steps"] - start}
+    timing = {"train_s": time.perf_counter() - t0, "steps_run": max(0, c["steps"] - start)}
     return model, {"history": history, **timing}
 
 

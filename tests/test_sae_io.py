@@ -106,7 +106,7 @@ def np_topk_recon(W_enc, b_enc, W_dec, b_dec, x, k):
 
 
 def test_saelens_topk_files_as_saelens_reads_them(tmp_path, rng):
-    model = make(sae.TopKSAE, rng)
+    model = make(sae.TopKSAE, rng, scale=1.0)  # no scale: no jaxemb_state file
     sae.save_sae(tmp_path, model)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
     t = load_file(tmp_path / "sae_weights.safetensors")
@@ -133,7 +133,7 @@ def test_saelens_topk_files_as_saelens_reads_them(tmp_path, rng):
 
 
 def test_sparsify_files_as_sparsify_reads_them(tmp_path, rng):
-    model = make(sae.TopKSAE, rng)
+    model = make(sae.TopKSAE, rng, scale=1.0)  # no scale: no jaxemb_state file
     sae.save_sae(tmp_path, model, format="sparsify")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json", "sae.safetensors"]
     t = load_file(tmp_path / "sae.safetensors")
@@ -216,6 +216,11 @@ def test_load_foreign_pre6_topk_config(tmp_path, rng):
     }
     write_foreign_saelens(tmp_path, t, cfg)
     model = sae.load_sae(tmp_path)
+    assert type(model) is sae.TopKSAE and model.k == 2
+    # SAELens < 6 wrote TopK SAEs as architecture "standard" with activation_fn_str "topk"
+    old = {**cfg, "architecture": "standard", "activation_fn_str": "topk"}
+    write_foreign_saelens(tmp_path / "v5", t, old)
+    model = sae.load_sae(tmp_path / "v5")
     assert type(model) is sae.TopKSAE and model.k == 2
     np.testing.assert_array_equal(model.W_enc[...], t["W_enc"].astype(np.float32))
 

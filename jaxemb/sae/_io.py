@@ -551,6 +551,14 @@ def load_sae(path: str | os.PathLike) -> nnx.Module:
                 f"{path / CFG}: architecture {arch!r} is not supported; jaxemb reads "
                 f"{sorted(_SAELENS_CLASSES)}"
             )
+        activation = cfg.get("activation_fn", cfg.get("activation_fn_str", "relu")) or "relu"
+        if arch == "standard" and activation == "topk":  # SAELens < 6: TopK as "standard"
+            arch = "topk"
+        elif arch == "standard" and activation != "relu":
+            raise ValueError(
+                f"{path / CFG}: activation_fn {activation!r} is not supported for a standard "
+                "SAE; jaxemb reads 'relu' and 'topk'"
+            )
         expected: dict[str, tuple[int, ...]] = {"W_dec": (d_sae, d_in), "b_dec": (d_in,)}
         if arch != "matching_pursuit":
             expected["W_enc"] = (d_in, d_sae)
