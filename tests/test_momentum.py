@@ -218,33 +218,33 @@ def test_mochi_mixes_come_from_the_hard_set(rng):
             assert any(r < 1e-5 and s > 0 and -1e-5 <= lam <= 0.5 + 1e-5 for lam, r, s in fits)
 
 
-def test_mochi_one_hard_negative_and_coefficient_ranges(rng):
-    d = 2
-    q = np.array([[1.0, 0.0]], np.float32)
-    queue = np.array([[0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]], np.float32)
-    out = np.asarray(mochi_negatives(q, queue, jax.random.key(0), n_hard=1, n_mix=5, n_mix_query=0))
-    np.testing.assert_allclose(out[0], np.tile([0.6, 0.8], (5, 1)), rtol=1e-6)
-    # query mixes with the single hard negative n = (0.6, 0.8): h ∝ β q + (1 − β) n, and the
-    # fitted β is spread over (0, 0.5) with mean ≈ 0.25
-    out = np.asarray(
-        mochi_negatives(q, queue, jax.random.key(1), n_hard=1, n_mix=0, n_mix_query=2000)
-    )
-    assert out.shape == (1, 2000, d)
-    n = np.array([0.6, 0.8])
-    betas = np.array([_fit_mix(h, q[0].astype(np.float64), n)[0] for h in out[0]])
-    assert betas.min() >= -1e-5 and betas.max() <= 0.5 + 1e-5
-    assert abs(betas.mean() - 0.25) < 0.02
-    # negative-negative mixes of two hard negatives: pairs (a, a), (b, b) give λ = 1, 0; pairs
-    # (a, b), (b, a) give λ = α or 1 − α, uniform on (0, 1): a quarter of λ in (0.25, 0.75)
-    out = np.asarray(
-        mochi_negatives(q, queue, jax.random.key(2), n_hard=2, n_mix=2000, n_mix_query=0)
-    )
-    a, b = np.array([0.6, 0.8]), np.array([0.0, 1.0])
-    lam = np.array([_fit_mix(h, a, b)[0] for h in out[0]])
-    lam = lam[np.isfinite(lam)]
+def test_mochi_coefficient_ranges():
+    q = np.array([[1.0, 0.0, 0.0]], np.float32)
+    # hard set for N = 2: a (cos 0.8) and b (cos 0.6); c is the easiest negative
+    a, b = np.array([0.8, 0.6, 0.0]), np.array([0.6, 0.0, 0.8])
+    queue = np.array([b, [-1.0, 0.0, 0.0], a], np.float32)
+    n = 2000
+    out = np.asarray(mochi_negatives(q, queue, jax.random.key(1), n_hard=2, n_mix=n, n_mix_query=n))
+    assert out.shape == (1, 2 * n, 3)
+    # negative-negative mixes: pairs (a, a), (b, b) give λ = 1, 0; pairs (a, b), (b, a) give
+    # λ = α or 1 − α, uniform on (0, 1): a quarter of all λ in (0.25, 0.75), mean 0.5
+    fits = [_fit_mix(h, a, b) for h in out[0, :n]]
+    assert max(r for _, r, _ in fits) < 1e-5  # every mix lies in span(a, b)
+    lam = np.array([lam for lam, _, _ in fits])
     assert lam.min() >= -1e-4 and lam.max() <= 1 + 1e-4
     assert 0.2 < np.mean(np.abs(lam - 0.5) < 0.25) < 0.3
     assert abs(np.mean(lam) - 0.5) < 0.03
+    # query mixes β q + (1 − β) n_j: n_j is a (z = 0) or b (y = 0), each about half the time,
+    # and β is spread over (0, 0.5) with mean 0.25
+    qd = q[0].astype(np.float64)
+    uses_a = np.abs(out[0, n:, 2]) < 1e-6
+    assert 0.45 < uses_a.mean() < 0.55
+    betas = np.array(
+        [_fit_mix(h, qd, a if ua else b)[0] for h, ua in zip(out[0, n:], uses_a, strict=True)]
+    )
+    assert betas.min() >= -1e-5 and betas.max() <= 0.5 + 1e-5
+    assert abs(betas.mean() - 0.25) < 0.02
+    assert np.mean(betas < 0.25) > 0.4
 
 
 def test_mochi_has_no_gradient_and_feeds_moco(rng):

@@ -67,12 +67,16 @@ def ema_update(target: Any, online: Any, *, momentum: ArrayLike) -> Any:
                 f"{v.shape_str(t)}; got {v.shape_str(o)}"
             )
 
+    return _ema(target, online, momentum)
+
+
+@jax.jit
+def _ema(target, online, momentum):
     def average(t, o):
-        t = jnp.asarray(t)
         if not jnp.issubdtype(t.dtype, jnp.floating):
             return t
         m = jnp.asarray(momentum, jnp.promote_types(t.dtype, jnp.float32))
-        return (m * t + (1 - m) * jnp.asarray(o)).astype(t.dtype)
+        return (m * t + (1 - m) * o).astype(t.dtype)
 
     return jax.tree.map(average, target, online)
 
