@@ -81,6 +81,8 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
     eval_rows=8192,
     top_latents=8,
     top_n=8,
+    families=True,  # feature families (co-occurrence spanning tree) when d_sae <= 4096
+    family_threshold=0.5,
 )
 
 # Keys that may change between a run and its resumption without invalidating checkpoints.
@@ -93,6 +95,8 @@ RESUMABLE_KEYS = (
     "eval_rows",
     "top_latents",
     "top_n",
+    "families",
+    "family_threshold",
 )
 
 _POSITIVE_INT = {
@@ -167,8 +171,12 @@ def _validate_config(c: dict[str, Any]) -> None:
         bad("dead_threshold", "None or an integer >= 0")
     if c["init_b_dec"] not in ("geometric_median", "mean", "none"):
         bad("init_b_dec", "'geometric_median', 'mean' or 'none'")
-    if not isinstance(c["normalize_input"], bool):
-        bad("normalize_input", "True or False")
+    for key in ("normalize_input", "families"):
+        if not isinstance(c[key], bool):
+            bad(key, "True or False")
+    ft = c["family_threshold"]
+    if not isinstance(ft, (int, float)) or isinstance(ft, bool) or not 0 <= ft <= 1:
+        bad("family_threshold", "a number in [0, 1]")
     if not isinstance(c["source"], str) or not c["source"]:
         bad("source", "'planted_dictionary', a .npy/.npz path or 'tfds:NAME[:SPLIT]'")
     if c["planted_config"] not in ("default", "small"):
@@ -588,7 +596,22 @@ def _evaluate(c: dict[str, Any], model: nnx.Module, emb: _Embeddings) -> dict[st
         }
         for j in latents
     ]
-    return {"metrics": metrics, "firing_frequency": freq, "top_examples": top}
+    families = []
+    if c["families"] and d_sae <= 4096:
+        # O'Neill et al.: spanning tree over co-occurrence normalised by firing counts.
+        counts = sae.analysis.cooccurrence(codes, d_sae)
+        fam = sae.analysis.feature_families(
+            sae.analysis.normalized_cooccurrence(counts),
+            frequency=np.asarray(counts).diagonal(),
+            threshold=c["family_threshold"],
+        )
+        families = [[int(j) for j in f] for f in fam.families]
+    return {
+        "metrics": metrics,
+        "firing_frequency": freq,
+        "top_examples": top,
+        "families": families,
+    }
 
 
 def _dense_code(code: Any, d_sae: int) -> np.ndarray:
@@ -649,6 +672,23 @@ def _write_report(c, workdir: Path, emb: _Embeddings, ev: dict, train: dict, mes
     for t in ev["top_examples"]:
         cells = ", ".join(f"{r} ({a:.3g})" for r, a in zip(t["rows"], t["activations"]))
         lines.append(f"| {t['latent']} | {t['frequency']:.4f} | {cells} |")
+    if ev["families"]:
+        shown = ev["families"][: c["top_latents"]]
+        lines += [
+            "",
+            "## Feature families",
+            "",
+            f"{len(ev['families'])} families: pieces of the maximum spanning tree over latent "
+            "co-occurrence (normalised by each latent's firing count, O'Neill et al. 2024) "
+            f"joined by edges of at least {c['family_threshold']}. The parent is the family's "
+            f"most frequent latent. Largest {len(shown)}:",
+            "",
+            "| parent | size | members |",
+            "|---:|---:|---|",
+        ]
+        for f in shown:
+            more = f" … (+{len(f) - 17})" if len(f) > 17 else ""
+            lines.append(f"| {f[0]} | {len(f)} | {', '.join(map(str, f[1:17]))}{more} |")
     lines += [
         "",
         f"Training: {train['steps_run']} steps this run in {train['train_s']:.1f} s. The SAE is "
@@ -697,6 +737,7 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
         "variant": c["variant"],
         "metrics": ev["metrics"],
         "top_examples": ev["top_examples"],
+        "families": ev["families"],
         "timings": {"train_s": train["train_s"], "steps_run": train["steps_run"]},
     }
     with open(workdir / "metrics.jsonl", "a") as f:

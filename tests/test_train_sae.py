@@ -74,6 +74,9 @@ def test_planted_run_reports_recovery_saves_and_resumes(tmp_path, data_dir):
     assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "step" in r] == [10, 20]
     for t in summary["top_examples"]:
         assert all(0 <= r < 4096 for r in t["rows"])
+    members = [j for f in summary["families"] for j in f]
+    assert len(members) == len(set(members)) and all(0 <= j < 32 for j in members)
+    assert ("## Feature families" in report) == bool(summary["families"])
 
     # a second run with more steps continues from the step-20 checkpoint
     again = ts.train_and_evaluate(ts.make_config(dict(cfg, steps=25)), tmp_path)
