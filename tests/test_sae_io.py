@@ -75,7 +75,7 @@ def test_saelens_round_trip_is_bitwise(tmp_path, rng, name, cls):
 
 def test_sparsify_round_trip_is_bitwise(tmp_path, rng):
     model = make(sae.TopKSAE, rng)
-    sae.save_sae(tmp_path, model, format="sparsify")
+    sae.save_sae(tmp_path, model, "sparsify")  # format may be given positionally
     back = sae.load_sae(tmp_path)
     for key, value in variables(model).items():
         assert value.tobytes() == variables(back)[key].tobytes(), key

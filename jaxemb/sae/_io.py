@@ -329,7 +329,7 @@ def _sparsify_cfg(model: nnx.Module) -> dict[str, Any]:
 # public API
 
 
-def save_sae(path: str | os.PathLike, sae: nnx.Module, *, format: str = "saelens") -> Path:
+def save_sae(path: str | os.PathLike, sae: nnx.Module, format: str = "saelens") -> Path:
     """Writes an SAE as a SAELens or eai-sparsify directory that those tools load.
 
     ``format="saelens"``: ``cfg.json`` + ``sae_weights.safetensors`` (``W_enc``, ``b_enc``,
