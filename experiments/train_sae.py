@@ -501,11 +501,13 @@ def _train(c: dict[str, Any], workdir: Path, emb: _Embeddings, mesh) -> tuple[nn
             for step in bar:
                 x = emb.batch_array(next(batches))
                 if not np.all(np.isfinite(x)):
+                    last = ckpt.latest_step()
+                    where = "none was written yet" if last is None else f"the last is step {last}"
                     raise TrainSAEError(
                         f"Batch {step} (0-based, of {c['batch_size']} rows) contains NaN or Inf "
                         "values; training stopped before using it, so no checkpoint holds it "
-                        f"(the last checkpoint is step {ckpt.latest_step()}). Clean the input "
-                        "embeddings and run again; the run resumes from that checkpoint."
+                        f"({where}). Clean the input embeddings and run again; the run resumes "
+                        "from the last checkpoint."
                     )
                 state, metrics = train_step(state, parallel.shard_batch(mesh, x))
                 done = step + 1
@@ -643,11 +645,15 @@ def _write_report(c, workdir: Path, emb: _Embeddings, ev: dict, train: dict, mes
     ]
     if "mmcs" in m:
         cols += [("MMCS", "mmcs", ".4f"), ("recovered (cos > 0.9)", "recovered_fraction", ".3f")]
+    cls = sae.sae_variants()[c["variant"]]
+    params = inspect.signature(cls.__init__).parameters
+    k_text = f", k={c['k']}" if "k" in params else ""
+    k_text += f", n_steps={c['k']}" if "n_steps" in params else ""
     lines = [
         f"# {c['variant']} sparse autoencoder on {emb.name}",
         "",
-        f"{sae.sae_variants()[c['variant']].__name__} with d_in={emb.d_in}, d_sae={c['d_sae']}, "
-        f"k={c['k']}; {c['steps']} steps of batch {c['batch_size']} (lr {c['lr']}) on a "
+        f"{cls.__name__} with d_in={emb.d_in}, d_sae={c['d_sae']}{k_text}; {c['steps']} steps "
+        f"of batch {c['batch_size']} (lr {c['lr']}) on a "
         f"{mesh.shape['data']}x{mesh.shape['model']} (data x model) mesh; {emb.n} training rows. "
         f"Metrics on {m['eval_rows']} rows of the training data.",
         "",
