@@ -49,6 +49,10 @@ from jaxemb.sae._jumprelu import heaviside_st as heaviside_st
 from jaxemb.sae._jumprelu import jumprelu_loss as jumprelu_loss
 from jaxemb.sae._jumprelu import jumprelu_st as jumprelu_st
 from jaxemb.sae._kernels import topk_encode as topk_encode
+from jaxemb.sae._matryoshka import MatryoshkaSAE as MatryoshkaSAE
+from jaxemb.sae._matryoshka import matryoshka_sae_loss as matryoshka_sae_loss
+from jaxemb.sae._mp import MatchingPursuitSAE as MatchingPursuitSAE
+from jaxemb.sae._mp import matching_pursuit_loss as matching_pursuit_loss
 from jaxemb.sae._relu import ReluSAE as ReluSAE
 from jaxemb.sae._relu import relu_loss as relu_loss
 from jaxemb.sae._topk import TopKSAE as TopKSAE
@@ -93,6 +97,10 @@ __all__ = [
     "heaviside_st",
     "GatedSAE",
     "gated_loss",
+    "MatryoshkaSAE",
+    "matryoshka_sae_loss",
+    "MatchingPursuitSAE",
+    "matching_pursuit_loss",
     "topk_encode",
     "sync",
     "InputScale",

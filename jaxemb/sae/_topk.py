@@ -22,6 +22,7 @@ from jaxemb.sae._base import (
 )
 from jaxemb.sae._dead import check_threshold
 from jaxemb.sae._kernels import gather_pre_activations, topk_from_pre
+from jaxemb.sae._tricks import input_scale, scale_inputs, unscale_outputs
 
 
 class TopKSAE(nnx.Module):
@@ -124,7 +125,7 @@ class TopKSAE(nnx.Module):
           [[1.0, 1.0]]
         """
         check_batch(x, self.d_in)
-        return self._pre(jnp.asarray(x))
+        return self._pre(scale_inputs(self, jnp.asarray(x)))
 
     def _pre(self, x: jax.Array) -> jax.Array:
         return (x - self.b_dec[...][None, :]) @ self.W_enc[...] + self.b_enc[...][None, :]
@@ -152,7 +153,7 @@ class TopKSAE(nnx.Module):
           ([[3.0, 1.0]], [[2, 0]])
         """
         check_batch(x, self.d_in)
-        return self._encode(self._pre(jnp.asarray(x)))
+        return self._encode(self._pre(scale_inputs(self, jnp.asarray(x))))
 
     def _encode(self, pre: jax.Array) -> SparseCode:
         values, indices = jax.lax.top_k(jax.nn.relu(pre), self.k)
@@ -179,7 +180,7 @@ class TopKSAE(nnx.Module):
           [[3.0, 4.0]]
         """
         check_code(code)
-        return self._decode(code)
+        return unscale_outputs(self, self._decode(code))
 
     def _decode(self, code: SparseCode) -> jax.Array:
         return _sparse_decode(code.values, code.indices, self.W_dec[...]) + self.b_dec[...][None, :]
@@ -194,14 +195,14 @@ class TopKSAE(nnx.Module):
           :class:`SAEOutput` ``(reconstruction [N, d_in], code, pre_activations [N, d_sae])``.
         """
         check_batch(x, self.d_in)
-        x = jnp.asarray(x)
+        x = scale_inputs(self, jnp.asarray(x))  # s·x once sae.fit_input_norm added a scale
         pre = self._pre(x)
         # Same values as self._encode(pre); the gradient skips the dense [N, d_sae] cotangent.
         values, indices = topk_from_pre(
             pre, x, self.W_enc[...], self.b_enc[...], self.b_dec[...], k=self.k
         )
         code = SparseCode(values, indices)
-        return SAEOutput(self._decode(code), code, pre)
+        return SAEOutput(unscale_outputs(self, self._decode(code)), code, pre)
 
     def training_loss(
         self, x: ArrayLike, *, dead_mask: ArrayLike | None = None
@@ -283,15 +284,18 @@ def _topk_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
     out = model(x)
     f32 = jnp.promote_types(out.reconstruction.dtype, jnp.float32)
+    # Loss in the normalised space of sae.fit_input_norm (FVU is scale-free; AuxK's ê is not).
+    s = input_scale(model).astype(f32)
+    x, x_hat = scale_inputs(model, x), (out.reconstruction.astype(f32) * s)
     tv = total_variance(x)
-    l2 = sum_squared_error(x, out.reconstruction)
+    l2 = sum_squared_error(x, x_hat)
     fvu = l2 / tv
     if dead_mask is None:
         auxk = jnp.zeros((), f32)
         dead_fraction = jnp.zeros((), f32)
     else:
         dead_mask = jnp.asarray(dead_mask)
-        residual = jax.lax.stop_gradient(x.astype(f32) - out.reconstruction.astype(f32))
+        residual = jax.lax.stop_gradient(x.astype(f32) - x_hat)
         encoder = (x, model.W_enc[...], model.b_enc[...], model.b_dec[...])
         auxk = _auxk(out.pre_activations, residual, model.W_dec[...], dead_mask, tv, encoder)
         dead_fraction = jnp.mean(dead_mask.astype(f32))
@@ -301,7 +305,7 @@ def _topk_loss(
         "fvu": fvu,
         "auxk": auxk,
         "l0": jnp.mean(jnp.sum(out.code.values != 0, axis=1).astype(f32)),
-        "mse": l2 / x.size,
+        "mse": l2 / (s * s * x.size),
         "dead_fraction": dead_fraction,
     }
     return loss, metrics, out

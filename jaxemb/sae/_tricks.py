@@ -1,7 +1,8 @@
 """SAE training tricks: input normalisation, schedules and dead-latent resampling.
 
-* Input normalisation: every SAE module may carry an :class:`InputScale` variable ``input_scale``
-  (a scalar ``s``, 1 by default). The SAE then works on ``s · x``: ``encode`` multiplies its
+* Input normalisation: an SAE module may carry an :class:`InputScale` variable ``input_scale``
+  (a scalar ``s``; the dense variants always have one, 1 by default; :func:`fit_input_norm` adds
+  it to others such as :class:`TopKSAE`). The SAE then works on ``s · x``: ``encode`` multiplies its
   input by ``s`` and ``decode`` divides its output by ``s``, so callers always see the original
   units while the parameters (and losses such as the L1 penalty) live in the normalised space
   where ``E‖s·x‖² = d_in``. :func:`fit_input_norm` sets ``s`` from a data sample;
@@ -40,14 +41,26 @@ def input_scale(model: Any) -> jax.Array:
 
 def scale_inputs(model: Any, x: jax.Array) -> jax.Array:
     """``s · x`` in ``x``'s dtype: raw inputs to the SAE's normalised space."""
+    if getattr(model, "input_scale", None) is None:
+        return x
     s = input_scale(model)
     return (x * s.astype(x.dtype)).astype(x.dtype)
 
 
 def unscale_outputs(model: Any, x_hat: jax.Array) -> jax.Array:
     """``x̂ / s``: a reconstruction in the normalised space back to the input units."""
+    if getattr(model, "input_scale", None) is None:
+        return x_hat
     s = input_scale(model)
     return (x_hat / s.astype(x_hat.dtype)).astype(x_hat.dtype)
+
+
+def _check_scale_attr(model: Any) -> None:
+    scale = getattr(model, "input_scale", None)
+    if scale is not None and not isinstance(scale, InputScale):
+        raise ValueError(
+            f"model.input_scale must be an InputScale variable; got {type(scale).__name__}"
+        )
 
 
 def fit_input_norm(model: nnx.Module, x: ArrayLike) -> jax.Array:
@@ -60,7 +73,10 @@ def fit_input_norm(model: nnx.Module, x: ArrayLike) -> jax.Array:
     model's reconstruction is in the original units.
 
     Args:
-      model: an SAE module with an ``input_scale`` variable (every jaxemb SAE has one).
+      model: an SAE module. The dense variants (:class:`ReluSAE`, :class:`GatedSAE`,
+        :class:`JumpReluSAE`, :class:`BatchTopKSAE`) always carry ``input_scale``; other
+        modules (:class:`TopKSAE`) get one added here, so their variables stay plain
+        ``nnx.Param`` until normalisation is asked for.
       x: ``[N, d_in]`` float sample of raw training inputs.
 
     Returns:
@@ -80,16 +96,15 @@ def fit_input_norm(model: nnx.Module, x: ArrayLike) -> jax.Array:
       ``normalize_activations="expected_average_only_in"``.
     """
     check_sae(model)
-    if not isinstance(getattr(model, "input_scale", None), InputScale):
-        raise ValueError(
-            f"model must have an InputScale variable input_scale; {type(model).__name__} has none"
-        )
+    _check_scale_attr(model)
     check_batch(x, model.d_in)
     x = jnp.asarray(x)
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     mean_sq = float(jnp.mean(jnp.sum(jnp.square(x32), axis=1)))
     if not np.isfinite(mean_sq) or mean_sq <= 0.0:
         raise ValueError(f"x must have finite, non-zero mean squared norm; got {mean_sq!r}")
+    if getattr(model, "input_scale", None) is None:
+        model.input_scale = InputScale(jnp.ones((), jnp.float32))
     s_old = model.input_scale[...]
     s_new = jnp.asarray(np.sqrt(model.d_in / mean_sq), s_old.dtype)
     b = model.b_dec[...]
@@ -128,10 +143,9 @@ def fold_input_norm(model: nnx.Module) -> None:
       SAELens ``fold_activation_norm_scaling_factor``.
     """
     check_sae(model)
-    if not isinstance(getattr(model, "input_scale", None), InputScale):
-        raise ValueError(
-            f"model must have an InputScale variable input_scale; {type(model).__name__} has none"
-        )
+    _check_scale_attr(model)
+    if getattr(model, "input_scale", None) is None:
+        return
     s = model.input_scale[...]
     for name, f in (("W_enc", lambda w: w * s), ("W_dec", lambda w: w / s), ("b_dec", None)):
         p = getattr(model, name)
