@@ -73,12 +73,10 @@ def _decode_case(rng, n=6, k=4, d_sae=10, d_in=5):
     return values, indices, W, g
 
 
-@pytest.mark.parametrize("chunk_bytes", [None, 4 * 5 * 4])
-def test_sparse_decode_values_and_grads_match_numpy(rng, monkeypatch, chunk_bytes):
-    if chunk_bytes is not None:  # force the k-chunked (lax.scan) path: kb = 1 per chunk
-        monkeypatch.setattr(K, "_CHUNK_BYTES", chunk_bytes)
-        assert K._k_chunks(6, 4, 5) == 4
+@pytest.mark.parametrize("k", [1, 4])
+def test_sparse_decode_values_and_grads_match_numpy(rng, k):
     values, indices, W, g = _decode_case(rng)
+    values, indices = values[:, :k], indices[:, :k]
     ref = np_sparse_decode(*_f64(values), indices, *_f64(W))
     fn = jax.jit(sae.sparse_decode)
     np.testing.assert_allclose(fn(values, indices, W), ref, rtol=1e-5, atol=1e-5)
@@ -141,12 +139,9 @@ def _encoder_case(rng, n=7, d_in=5, d_sae=12):
     return x, W_enc, b_enc, b_dec
 
 
-@pytest.mark.parametrize("chunk_bytes", [None, 7 * 5 * 4])
-def test_topk_encode_values_and_grads_match_numpy(rng, monkeypatch, chunk_bytes):
-    if chunk_bytes is not None:
-        monkeypatch.setattr(K, "_CHUNK_BYTES", chunk_bytes)
+@pytest.mark.parametrize("k", [3, 4])
+def test_topk_encode_values_and_grads_match_numpy(rng, k):
     x, W_enc, b_enc, b_dec = _encoder_case(rng)
-    k = 4
     values, indices = jax.jit(lambda *a: sae.topk_encode(*a, k=k))(x, W_enc, b_enc, b_dec)
     r_values, r_idx, pre = np_topk(*_f64(x, W_enc, b_enc, b_dec), k)
     assert np.any(r_values == 0.0), "the case must include rows with fewer than k positives"

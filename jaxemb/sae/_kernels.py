@@ -18,28 +18,15 @@ from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
 
-# Gathered [N, k, d_in] blocks are processed k-chunk by k-chunk so that no intermediate exceeds
-# this many bytes (AuxK gathers k_aux = d_in / 2 rows per example: 4.8 GB at N = 4096, d = 768).
-_CHUNK_BYTES = 256 * 2**20
+# The kernels loop over the k slots with ``lax.scan`` (slot-major): each iteration gathers or
+# scatters one ``[N, d_in]`` block, fused with its multiply-add, so no ``[N, k, d_in]``
+# intermediate is ever materialised (on CPU that is 3-7x faster than a gather + batched einsum,
+# and AuxK's k_aux = d_in / 2 slots would otherwise need 4.8 GB at N = 4096, d_in = 768).
 
 
-def _k_chunks(n: int, k: int, d: int) -> int:
-    """Number of chunks the k axis is split into (1 when ``[n, k, d]`` float32 fits the budget)."""
-    per_k = max(n * d * 4, 1)
-    k_max = max(_CHUNK_BYTES // per_k, 1)
-    return -(-k // k_max)
-
-
-def _chunked(arrays, n_chunks: int):
-    """Splits ``[N, k]`` arrays into ``[n_chunks, N, kb]`` (k padded with zeros to n_chunks·kb)."""
-    k = arrays[0].shape[1]
-    kb = -(-k // n_chunks)
-    pad = n_chunks * kb - k
-    out = []
-    for a in arrays:
-        a = jnp.pad(a, ((0, 0), (0, pad)))
-        out.append(jnp.moveaxis(a.reshape(a.shape[0], n_chunks, kb), 1, 0))
-    return out
+def _slots(*arrays):
+    """``[N, k]`` arrays as ``[k, N]`` scan inputs."""
+    return tuple(a.T for a in arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,20 +36,14 @@ def _chunked(arrays, n_chunks: int):
 @jax.custom_vjp
 def _sparse_decode(values: jax.Array, indices: jax.Array, W_dec: jax.Array) -> jax.Array:
     """``Σ_j values[n, j] · W_dec[indices[n, j]]`` with a scatter-add backward (no validation)."""
-    n, k = values.shape
-    n_chunks = _k_chunks(n, k, W_dec.shape[1])
-    if n_chunks == 1:
-        rows = jnp.take(W_dec, indices, axis=0)  # [N, k, d_in]
-        return jnp.einsum("nk,nkd->nd", values, rows)
-    # Zero-padded slots add 0 · W_dec[0].
     dt = jnp.result_type(values, W_dec)
 
-    def body(acc, chunk):
-        v_c, i_c = chunk
-        return acc + jnp.einsum("nk,nkd->nd", v_c, jnp.take(W_dec, i_c, axis=0)), None
+    def body(acc, slot):
+        v_j, i_j = slot
+        return acc + v_j[:, None].astype(dt) * jnp.take(W_dec, i_j, axis=0).astype(dt), None
 
-    init = jnp.zeros((n, W_dec.shape[1]), dt)
-    out, _ = jax.lax.scan(body, init, _chunked((values, indices), n_chunks))
+    init = jnp.zeros((values.shape[0], W_dec.shape[1]), dt)
+    out, _ = jax.lax.scan(body, init, _slots(values, indices))
     return out
 
 
@@ -72,29 +53,19 @@ def _sparse_decode_fwd(values, indices, W_dec):
 
 def _sparse_decode_bwd(res, g):
     values, indices, W_dec = res
-    n, k = values.shape
-    d = W_dec.shape[1]
     acc = jnp.promote_types(jnp.promote_types(g.dtype, W_dec.dtype), jnp.float32)
     g32 = g.astype(acc)
 
-    def chunk_grads(d_W, v_c, i_c):
-        rows = jnp.take(W_dec, i_c, axis=0).astype(acc)  # [N, kb, d_in], the selected rows
-        d_v = jnp.einsum("nd,nkd->nk", g32, rows)
-        # ∂W_dec[indices[n, j]] += values[n, j] · g[n]: only the N·k selected rows are written.
-        outer = v_c.astype(acc)[:, :, None] * g32[:, None, :]
-        d_W = d_W.at[i_c.reshape(-1)].add(outer.reshape(-1, d), mode="drop")
+    def body(d_W, slot):
+        v_j, i_j = slot
+        # ∂values[n, j] = ⟨g[n], W_dec[indices[n, j]]⟩: a gather-dot.
+        d_v = jnp.sum(jnp.take(W_dec, i_j, axis=0).astype(acc) * g32, axis=1)
+        # ∂W_dec[indices[n, j]] += values[n, j] · g[n]: only the selected rows are written.
+        d_W = d_W.at[i_j].add(v_j.astype(acc)[:, None] * g32, mode="drop")
         return d_W, d_v
 
-    d_W = jnp.zeros(W_dec.shape, acc)
-    n_chunks = _k_chunks(n, k, d)
-    if n_chunks == 1:
-        d_W, d_values = chunk_grads(d_W, values, indices)
-    else:
-        d_W, d_vs = jax.lax.scan(
-            lambda c, xs: chunk_grads(c, *xs), d_W, _chunked((values, indices), n_chunks)
-        )
-        d_values = jnp.moveaxis(d_vs, 0, 1).reshape(n, -1)[:, :k]
-    return d_values.astype(values.dtype), None, d_W.astype(W_dec.dtype)
+    d_W, d_values = jax.lax.scan(body, jnp.zeros(W_dec.shape, acc), _slots(values, indices))
+    return d_values.T.astype(values.dtype), None, d_W.astype(W_dec.dtype)
 
 
 _sparse_decode.defvjp(_sparse_decode_fwd, _sparse_decode_bwd)
@@ -166,31 +137,28 @@ def _gather_pre_bwd(res, g):
     d_in, d_sae = W_enc.shape
     acc = jnp.promote_types(jnp.promote_types(g.dtype, W_enc.dtype), jnp.float32)
     g32 = g.astype(acc)
-    n, k = indices.shape
     # ∂b_enc[indices[n, j]] += g[n, j]
     d_b_enc = jnp.zeros((d_sae,), acc).at[indices.reshape(-1)].add(g32.reshape(-1), mode="drop")
     xc = x.astype(acc) - b_dec.astype(acc)[None, :]
+
+    def w_body(d_W_t, slot):
+        g_j, i_j = slot
+        # ∂W_enc[:, indices[n, j]] += (x[n] − b_dec) · g[n, j], built as rows of ∂W_encᵀ
+        # (contiguous scatter); only the selected columns are written.
+        return d_W_t.at[i_j].add(g_j[:, None] * xc, mode="drop"), None
+
+    d_W_enc_t, _ = jax.lax.scan(w_body, jnp.zeros((d_sae, d_in), acc), _slots(g32, indices))
+    # ∂b_dec = −Σ_n ∂(x − b_dec)[n] = −W_enc ∂b_enc: a mat-vec, so the gather below is dead code
+    # (removed by XLA) when the gradient with respect to x is not used.
+    d_b_dec = -(W_enc.astype(acc) @ d_b_enc)
     W_enc_t = W_enc.T  # [d_sae, d_in]: the selected columns become contiguous rows
 
-    def chunk_grads(carry, g_c, i_c):
-        d_W_t, d_xc = carry
-        # ∂W_enc[:, indices[n, j]] += (x[n] − b_dec) · g[n, j]: built as rows of ∂W_encᵀ
-        # (contiguous scatter); only the N·k selected columns are written.
-        outer = g_c[:, :, None] * xc[:, None, :]  # [N, kb, d_in]
-        d_W_t = d_W_t.at[i_c.reshape(-1)].add(outer.reshape(-1, d_in), mode="drop")
-        # ∂(x − b_dec)[n] = Σ_j g[n, j] · W_enc[:, indices[n, j]]: gather of the columns.
-        cols = jnp.take(W_enc_t, i_c, axis=0).astype(acc)  # [N, kb, d_in]
-        return (d_W_t, d_xc + jnp.einsum("nk,nkd->nd", g_c, cols)), None
+    def x_body(d_xc, slot):
+        g_j, i_j = slot
+        # ∂(x − b_dec)[n] += g[n, j] · W_enc[:, indices[n, j]]: gather of the selected columns.
+        return d_xc + g_j[:, None] * jnp.take(W_enc_t, i_j, axis=0).astype(acc), None
 
-    carry = (jnp.zeros((d_sae, d_in), acc), jnp.zeros((n, d_in), acc))
-    n_chunks = _k_chunks(n, k, d_in)
-    if n_chunks == 1:
-        (d_W_enc_t, d_xc), _ = chunk_grads(carry, g32, indices)
-    else:
-        (d_W_enc_t, d_xc), _ = jax.lax.scan(
-            lambda c, xs: chunk_grads(c, *xs), carry, _chunked((g32, indices), n_chunks)
-        )
-    d_b_dec = -jnp.sum(d_xc, axis=0)
+    d_xc, _ = jax.lax.scan(x_body, jnp.zeros(x.shape, acc), _slots(g32, indices))
     return (
         None,
         None,
