@@ -181,7 +181,7 @@ def test_two_encoders_and_a_hard_negative_tower():
 def test_matryoshka_info_nce(mesh8):
     embed, params = make_mlp()
     x = jax.random.normal(jax.random.key(3), (2, 16, 10))
-    loss = matryoshka(INFO, dims=(8, 4, 2), weights=(1.0, 0.5, 0.25))
+    loss = matryoshka(INFO, dims=(8, 3), weights=(1.0, 0.5))
     run_and_compare((embed, embed), loss, params, (x[0], x[1]), jax.random.key(1), 2, mesh=mesh8)
 
 
@@ -334,3 +334,11 @@ def test_plain_script_usage_under_user_jit():
     loss1, _ = train_step(params1, x[0], x[1], jax.random.key(0))
     assert float(loss1) < float(loss0)
     assert make_mesh().shape["data"] == 8
+
+
+def test_loss_kwargs_must_be_arrays():
+    embed, params = make_mlp()
+    x = jnp.ones((8, 10))
+    step = grad_cache((embed, embed), info_nce, chunk_size=4)
+    with pytest.raises(ValueError, match=r"loss_kwargs\['similarity'\] must be an array.*partial"):
+        step(params, (x, x), None, similarity="dot")

@@ -316,6 +316,18 @@ def _validate(fns, loss_fn, params, towers, key, loss_args, loss_kwargs, chunk_s
         if not jnp.issubdtype(out.dtype, jnp.floating):
             raise ValueError(f"{fname} must return floating-point embeddings; got {out.dtype}")
         out_structs.append(jax.ShapeDtypeStruct((rows, *out.shape[1:]), out.dtype))
+    for path, leaf in jax.tree_util.tree_leaves_with_path((tuple(loss_args), dict(loss_kwargs))):
+        if not hasattr(leaf, "dtype") and not isinstance(leaf, (int, float, np.number)):
+            name = (
+                "loss_args" + jax.tree_util.keystr(path[1:])
+                if path[0].idx == 0
+                else ("loss_kwargs" + jax.tree_util.keystr(path[1:]))
+            )
+            raise ValueError(
+                f"{name} must be an array or a number (it is traced); got "
+                f"{type(leaf).__name__} {leaf!r}. Put hyperparameters in loss_fn with "
+                "functools.partial"
+            )
     args = jax.tree.map(_struct, (tuple(loss_args), dict(loss_kwargs)))
     try:
         value = jax.eval_shape(lambda e, a: loss_fn(*e, *a[0], **a[1]), tuple(out_structs), args)
