@@ -4,7 +4,7 @@ Run as ``python tests/multihost_worker.py OUT.json`` with ``$JAXEMB_COORDINATOR`
 ``$JAXEMB_NUM_PROCESSES`` and ``$JAXEMB_PROCESS_ID`` set and 4 CPU devices per process: it joins
 the run with ``jaxemb.parallel.initialize()``, feeds its half of a fixed global batch through
 ``shard_batch``, and writes the sharded ``info_nce``, ``ring_info_nce`` and one train step
-(plain data-parallel, and GradCache when ``jaxemb.parallel.grad_cache`` exists) to OUT.json.
+(plain data-parallel, and GradCache with dropout) to OUT.json.
 The parent runs :func:`compute` on one process with 8 devices and compares.
 """
 
@@ -37,11 +37,15 @@ def global_data():
 
 
 def embed(params, x, key):
-    """A two-layer MLP tower (``key`` unused: no dropout)."""
+    """A two-layer MLP tower with dropout 0.1 on the hidden layer when ``key`` is given."""
+    import jax
     import jax.numpy as jnp
 
-    del key
-    return jnp.tanh(x @ params["w1"]) @ params["w2"]
+    h = jnp.tanh(x @ params["w1"])
+    if key is not None:
+        keep = jax.random.bernoulli(key, 0.9, h.shape)
+        h = jnp.where(keep, h / 0.9, 0.0)
+    return h @ params["w2"]
 
 
 def compute(mesh, local_batch, params) -> dict:
@@ -78,14 +82,15 @@ def compute(mesh, local_batch, params) -> dict:
             "params": {k: np.asarray(v).tolist() for k, v in new.items()},
         }
 
-        if hasattr(parallel, "grad_cache"):
-            step = parallel.grad_cache((embed, embed), loss, chunk_size=CHUNK, mesh=mesh)
-            value, grads = step(params, (batch["xq"], batch["xd"]), None)
-            new = jax.tree.map(lambda w, g: w - LEARNING_RATE * g, params, grads)
-            out["grad_cache_step"] = {
-                "loss": float(value),
-                "params": {k: np.asarray(v).tolist() for k, v in new.items()},
-            }
+        # one GradCache SGD step: each device embeds its rows in chunks of CHUNK, with dropout
+        # keys that depend on the global chunk index only (so the process split is invisible)
+        step = parallel.grad_cache((embed, embed), loss, chunk_size=CHUNK, mesh=mesh)
+        value, grads = step(params, (batch["xq"], batch["xd"]), jax.random.key(7))
+        new = jax.tree.map(lambda w, g: w - LEARNING_RATE * g, params, grads)
+        out["grad_cache_step"] = {
+            "loss": float(value),
+            "params": {k: np.asarray(v).tolist() for k, v in new.items()},
+        }
     return out
 
 

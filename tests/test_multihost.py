@@ -90,13 +90,13 @@ def test_two_processes_equal_one_process(tmp_path, mesh8):
     half_loss = worker.compute(parallel.make_mesh(data=8), half, params)["info_nce"]
     assert abs(half_loss - want["info_nce"]) > 1e-3
 
+    # dropout is live in the GradCache step (so its keys had to be replayed identically)
+    assert abs(want["grad_cache_step"]["loss"] - want["plain_step"]["loss"]) > 1e-4
     for r in results:
         assert (r["process_count"], r["local_devices"], r["global_devices"]) == (2, 4, 8)
         for key in ("info_nce", "ring_info_nce"):
             np.testing.assert_allclose(r[key], want[key], rtol=1e-5, err_msg=key)
-        steps = ["plain_step"] + (["grad_cache_step"] if "grad_cache_step" in want else [])
-        for step in steps:
-            assert step in r, (step, sorted(r))
+        for step in ("plain_step", "grad_cache_step"):
             np.testing.assert_allclose(r[step]["loss"], want[step]["loss"], rtol=1e-5)
             for name, w in want[step]["params"].items():
                 np.testing.assert_allclose(
