@@ -310,3 +310,31 @@ def test_matching_pursuit_validation():
         model.encode(jnp.zeros((2, 4)), n_steps=0)
     with pytest.raises(ValueError, match="MatchingPursuitSAE"):
         sae.matching_pursuit_loss(sae.TopKSAE(4, 8, k=2, rngs=nnx.Rngs(0)), jnp.ones((2, 4)))
+
+
+@pytest.mark.parametrize("variant", ["matryoshka", "mp"])
+def test_input_norm_is_respected(rng, variant):
+    """After fit_input_norm(model, x) the model on x is the unscaled model on s·x, rescaled."""
+
+    def make():
+        if variant == "matryoshka":
+            return sae.MatryoshkaSAE(5, 12, k=2, group_sizes=(4, 8), rngs=nnx.Rngs(0))
+        return sae.MatchingPursuitSAE(5, 12, n_steps=2, rngs=nnx.Rngs(0))
+
+    loss_fn = sae.matryoshka_sae_loss if variant == "matryoshka" else sae.matching_pursuit_loss
+    x = (7.0 * rng.normal(size=(16, 5)) + 3.0).astype(np.float32)
+    scaled = make()
+    _set_params(scaled, rng)
+    s = float(sae.fit_input_norm(scaled, x))
+    np.testing.assert_allclose(s, np.sqrt(5 / np.mean(np.sum(x.astype(np.float64) ** 2, 1))), 1e-5)
+    plain = make()
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        getattr(plain, name)[...] = getattr(scaled, name)[...]
+    xs = jnp.asarray(s * x)
+    np.testing.assert_allclose(
+        scaled(x).reconstruction, np.asarray(plain(xs).reconstruction) / s, rtol=1e-4, atol=1e-4
+    )
+    (l_scaled, m_scaled), (l_plain, _) = loss_fn(scaled, x), loss_fn(plain, xs)
+    np.testing.assert_allclose(l_scaled, l_plain, rtol=1e-4)
+    recon = np.asarray(scaled(x).reconstruction, np.float64)
+    np.testing.assert_allclose(m_scaled["mse"], np.mean((x - recon) ** 2), rtol=1e-4)

@@ -24,6 +24,7 @@ from jaxemb.sae._base import (
 from jaxemb.sae._dead import check_threshold
 from jaxemb.sae._kernels import _sparse_decode, topk_from_pre
 from jaxemb.sae._topk import _auxk, _check_dead_mask
+from jaxemb.sae._tricks import scale_inputs, unscale_outputs
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -38,7 +39,8 @@ class MatryoshkaSAE(nnx.Module):
     batch, as Bussmann et al. train it). Every prefix reconstruction ``x̂_g = Σ_{j < m_g} z_j
     W_dec[j] + b_dec`` enters the loss (:func:`matryoshka_sae_loss`), so the first groups learn
     general, coarse features and later groups refine them. ``__call__`` reconstructs with all
-    latents. Parameters use the shared SAELens names.
+    latents. Parameters use the shared SAELens names. After :func:`fit_input_norm` the model
+    works in the normalised space (inputs times ``input_scale``) and reconstructs in input units.
 
     Args:
       d_in: input width.
@@ -165,7 +167,7 @@ class MatryoshkaSAE(nnx.Module):
           ([[3.0]], [[2]])
         """
         check_batch(x, self.d_in)
-        x = jnp.asarray(x)
+        x = scale_inputs(self, jnp.asarray(x))
         return self._code(x, self._pre(x))
 
     # -- decoder ---------------------------------------------------------------------------
@@ -203,7 +205,7 @@ class MatryoshkaSAE(nnx.Module):
             v.check_int(prefix, "prefix")
             if not 0 <= prefix <= self.d_sae:
                 raise ValueError(f"prefix must be in [0, d_sae={self.d_sae}]; got {prefix}")
-        return self._decode(code, self.d_sae if prefix is None else prefix)
+        return unscale_outputs(self, self._decode(code, self.d_sae if prefix is None else prefix))
 
     def _decode(self, code: Any, prefix: int) -> jax.Array:
         b_dec = self.b_dec[...][None, :]
@@ -240,10 +242,10 @@ class MatryoshkaSAE(nnx.Module):
           :class:`SAEOutput` ``(reconstruction [N, d_in], code, pre_activations [N, d_sae])``.
         """
         check_batch(x, self.d_in)
-        x = jnp.asarray(x)
+        x = scale_inputs(self, jnp.asarray(x))
         pre = self._pre(x)
         code = self._code(x, pre)
-        return SAEOutput(self._decode(code, self.d_sae), code, pre)
+        return SAEOutput(unscale_outputs(self, self._decode(code, self.d_sae)), code, pre)
 
     def training_loss(
         self, x: ArrayLike, *, dead_mask: ArrayLike | None = None
@@ -311,10 +313,12 @@ def matryoshka_sae_loss(
 def _matryoshka_loss(
     model: MatryoshkaSAE, x: jax.Array, dead_mask: jax.Array | None
 ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
+    x_raw = x
+    x = scale_inputs(model, x)  # losses live in the normalised space of fit_input_norm
     pre = model._pre(x)
     code = model._code(x, pre)
     recons = model._prefix_reconstructions(code)
-    out = SAEOutput(recons[-1], code, pre)
+    out = SAEOutput(unscale_outputs(model, recons[-1]), code, pre)
     f32 = jnp.promote_types(out.reconstruction.dtype, jnp.float32)
     tv = total_variance(x)
     fvus = [sum_squared_error(x, r) / tv for r in recons]
@@ -328,7 +332,7 @@ def _matryoshka_loss(
         dead_fraction = jnp.zeros((), f32)
     else:
         dead_mask = jnp.asarray(dead_mask)
-        residual = jax.lax.stop_gradient(x.astype(f32) - out.reconstruction.astype(f32))
+        residual = jax.lax.stop_gradient(x.astype(f32) - recons[-1].astype(f32))
         encoder = (x, model.W_enc[...], model.b_enc[...], model.b_dec[...])
         auxk = _auxk(pre, residual, model.W_dec[...], dead_mask, tv, encoder)
         dead_fraction = jnp.mean(dead_mask.astype(f32))
@@ -340,7 +344,7 @@ def _matryoshka_loss(
         **{f"fvu_prefix_{g}": f for g, f in enumerate(fvus)},
         "auxk": auxk,
         "l0": jnp.mean(jnp.sum(active != 0, axis=1).astype(f32)),
-        "mse": sum_squared_error(x, out.reconstruction) / x.size,
+        "mse": sum_squared_error(x_raw, out.reconstruction) / x.size,
         "dead_fraction": dead_fraction,
     }
     return loss, metrics, out

@@ -22,6 +22,7 @@ from jaxemb.sae._base import (
 )
 from jaxemb.sae._kernels import _sparse_decode
 from jaxemb.sae._topk import _check_dead_mask
+from jaxemb.sae._tricks import scale_inputs, unscale_outputs
 
 
 class MatchingPursuitSAE(nnx.Module):
@@ -38,7 +39,9 @@ class MatchingPursuitSAE(nnx.Module):
     ``W_enc`` and ``b_enc`` exist only for the shared SAELens layout (file formats, tools):
     the encoder is the pursuit over ``W_dec``, they are not used and get zero gradients.
     ``W_enc`` is initialised to ``W_decᵀ``, the linear encoder of the first pursuit step.
-    ``pre_activations`` are the first step's correlations ``(x − b_dec) Dᵀ``.
+    ``pre_activations`` are the first step's correlations ``(x − b_dec) Dᵀ``. After
+    :func:`fit_input_norm` the pursuit runs on ``input_scale · x`` and reconstructions are
+    returned in input units.
 
     Args:
       d_in: input width.
@@ -172,7 +175,7 @@ class MatchingPursuitSAE(nnx.Module):
         if tol is not None:
             v.check_positive(tol, "tol")
             tol = float(tol)
-        return self._pursuit(jnp.asarray(x), n_steps, tol)
+        return self._pursuit(scale_inputs(self, jnp.asarray(x)), n_steps, tol)
 
     def decode(self, code: SparseCode) -> jax.Array:
         """``x̂ = Σ_t values_t D_{indices_t} + b_dec`` with unit-norm atoms ``D``, ``[N, d_in]``.
@@ -193,7 +196,7 @@ class MatchingPursuitSAE(nnx.Module):
           [[3.0, 0.0]]
         """
         check_code(code)
-        return self._decode(code)
+        return unscale_outputs(self, self._decode(code))
 
     def _decode(self, code: SparseCode) -> jax.Array:
         atoms = self._atoms()
@@ -211,9 +214,11 @@ class MatchingPursuitSAE(nnx.Module):
           pre_activations [N, d_sae])`` (the first step's correlations).
         """
         check_batch(x, self.d_in)
-        return self._forward(jnp.asarray(x))
+        out = self._forward(scale_inputs(self, jnp.asarray(x)))
+        return out._replace(reconstruction=unscale_outputs(self, out.reconstruction))
 
     def _forward(self, x: jax.Array) -> SAEOutput:
+        """Forward pass in the normalised space (``x`` already scaled)."""
         code = self._pursuit(x, self.n_steps, None)
         pre = (x - self.b_dec[...][None, :]) @ self._atoms().T
         return SAEOutput(self._decode(code), code, pre)
@@ -277,15 +282,17 @@ def matching_pursuit_loss(
 def _mp_loss(
     model: MatchingPursuitSAE, x: jax.Array, dead_mask: jax.Array | None
 ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
-    out = model._forward(x)
+    xs = scale_inputs(model, x)  # the loss lives in the normalised space of fit_input_norm
+    out = model._forward(xs)
     f32 = jnp.promote_types(out.reconstruction.dtype, jnp.float32)
-    sse = sum_squared_error(x, out.reconstruction)
+    sse = sum_squared_error(xs, out.reconstruction)
     loss = sse / x.shape[0]
     dense = _densify(jax.lax.stop_gradient(out.code.values), out.code.indices, model.d_sae)
+    out = out._replace(reconstruction=unscale_outputs(model, out.reconstruction))
     metrics = {
         "loss": loss,
-        "fvu": sse / total_variance(x),
-        "mse": sse / x.size,
+        "fvu": sse / total_variance(xs),
+        "mse": sum_squared_error(x, out.reconstruction) / x.size,
         "l0": jnp.mean(jnp.sum(dense != 0, axis=1).astype(f32)),
         "dead_fraction": (
             jnp.zeros((), f32) if dead_mask is None else jnp.mean(jnp.asarray(dead_mask, f32))
