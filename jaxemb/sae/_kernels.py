@@ -5,7 +5,8 @@ backward pass only need those rows/columns. Plain autodiff of a ``top_k`` follow
 builds a dense ``[N, d_sae]`` cotangent of the pre-activations and multiplies it back through
 the encoder (two more dense matmuls); the custom VJPs here instead scatter-add the ``N·k``
 outer products into the selected rows of ``W_dec`` and the selected columns of ``W_enc``.
-Forward values are bit-identical to the plain versions; gradients agree to float32 rounding.
+TopK values and indices are bit-identical to plain ``lax.top_k``; decoded vectors (summed slot
+by slot) and all gradients agree with plain autodiff to float32 rounding.
 
 This module depends only on JAX, so :mod:`jaxemb.sae._base` can build on it.
 """
