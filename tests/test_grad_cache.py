@@ -200,7 +200,7 @@ def test_gist_with_frozen_guide(mesh8):
 # ------------------------------------------------------------------------ blocked InfoNCE
 
 
-def numpy_info_nce(q, p, n, temperature, similarity):
+def numpy_info_nce(q, p, n, temperature, similarity, symmetric):
     q, p = np.asarray(q, np.float64), np.asarray(p, np.float64)
     docs = (
         p
@@ -213,21 +213,26 @@ def numpy_info_nce(q, p, n, temperature, similarity):
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
         p = p / np.linalg.norm(p, axis=1, keepdims=True)
         docs = docs / np.linalg.norm(docs, axis=1, keepdims=True)
-    logits = q @ docs.T / temperature
-    m = logits.max(axis=1, keepdims=True)
-    lse = np.log(np.exp(logits - m).sum(axis=1)) + m[:, 0]
-    return np.mean(lse - np.sum(q * p, axis=1) / temperature)
+
+    def lse(x):  # row-wise log-sum-exp
+        m = x.max(axis=1, keepdims=True)
+        return np.log(np.exp(x - m).sum(axis=1)) + m[:, 0]
+
+    log_z = lse(q @ docs.T / temperature)
+    if symmetric:  # CLIP: average with the column direction over the positives
+        log_z = 0.5 * (log_z + lse(p @ q.T / temperature))
+    return np.mean(log_z - np.sum(q * p, axis=1) / temperature)
 
 
 @pytest.mark.parametrize(
-    ("block", "similarity", "hard"),
-    [(5, "cosine", 2), (1, "dot", 0), (64, "dot", 2)],
+    ("block", "similarity", "hard", "symmetric"),
+    [(5, "cosine", 2, False), (1, "dot", 0, False), (64, "dot", 2, False), (3, "cosine", 0, True)],
 )
-def test_blocked_info_nce_matches_info_nce(block, similarity, hard):
+def test_blocked_info_nce_matches_info_nce(block, similarity, hard, symmetric):
     k = jax.random.split(jax.random.key(block + hard), 3)
     q, p = jax.random.normal(k[0], (16, 6)), jax.random.normal(k[1], (16, 6))
     n = jax.random.normal(k[2], (16, hard, 6)) if hard else None
-    kw = dict(temperature=0.2, similarity=similarity)
+    kw = dict(temperature=0.2, similarity=similarity, symmetric=symmetric)
     args = (q, p) if n is None else (q, p, n)
     argnums = tuple(range(len(args)))
     got, g_got = jax.value_and_grad(
@@ -293,6 +298,8 @@ def test_validation_errors(mesh8):
         step(params, x, None)
     with pytest.raises(ValueError, match="batch must be a tuple of 2 tower inputs.*length 3"):
         step(params, (x, x, x), None)
+    with pytest.raises(ValueError, match=r"params must be a pytree of floating-point.*int32"):
+        step({"w": params, "count": jnp.zeros((), jnp.int32)}, (x, x), None)
     with pytest.raises(ValueError, match="key must be a PRNG key"):
         step(params, (x, x), jnp.ones(3))
     # mismatched tower outputs: the loss needs equal widths

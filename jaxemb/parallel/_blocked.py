@@ -20,12 +20,13 @@ def blocked_info_nce(
     *,
     temperature: float = 0.05,
     similarity: str = "cosine",
+    symmetric: bool = False,
     block_size: int = 128,
 ) -> jax.Array:
     """InfoNCE (default ``info_nce`` options) evaluated ``block_size`` anchors at a time.
 
     Equals :func:`jaxemb.losses.info_nce` with ``directions=("query_to_doc",)``,
-    ``partition_mode="joint"``, no hardness weighting and ``symmetric=False`` — value and
+    ``partition_mode="joint"``, no hardness weighting, and ``symmetric`` either way — value and
     gradients — but holds at most ``[block_size, batch·(1+H)]`` logits at once. The row
     log-sum-exps are a ``jax.custom_vjp``: the forward pass scans over row blocks keeping only
     the ``[batch]`` log-sum-exps; the backward pass recomputes each block's softmax and returns
@@ -41,6 +42,8 @@ def blocked_info_nce(
         anchor, as in ``info_nce``).
       temperature: ``τ > 0``.
       similarity: ``"cosine"`` or ``"dot"``.
+      symmetric: the CLIP/ALIGN loss ``½(CE(rows) + CE(columns))`` as in ``info_nce`` (the
+        column direction scores each positive against all anchors, also in blocks).
       block_size: anchors per block (≥ 1); a block larger than the batch is one block.
 
     Returns:
@@ -80,6 +83,8 @@ def blocked_info_nce(
         negatives = jnp.asarray(negatives)
     v.check_positive(temperature, "temperature")
     v.check_choice(similarity, "similarity", ("cosine", "dot"))
+    if not isinstance(symmetric, bool):
+        raise ValueError(f"symmetric must be a bool; got {symmetric!r}")
     v.check_int(block_size, "block_size", minimum=1)
     return _blocked_info_nce(
         jnp.asarray(anchors),
@@ -87,12 +92,13 @@ def blocked_info_nce(
         negatives,
         temperature,
         similarity=similarity,
+        symmetric=symmetric,
         block_size=min(block_size, np.shape(anchors)[0]),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("similarity", "block_size"))
-def _blocked_info_nce(q, p, n, temperature, *, similarity, block_size):
+@functools.partial(jax.jit, static_argnames=("similarity", "symmetric", "block_size"))
+def _blocked_info_nce(q, p, n, temperature, *, similarity, symmetric, block_size):
     q, p = as_float(q), as_float(p)
     if similarity == "cosine":
         q, p = l2_normalize(q), l2_normalize(p)
@@ -102,9 +108,12 @@ def _blocked_info_nce(q, p, n, temperature, *, similarity, block_size):
         if similarity == "cosine":
             n = l2_normalize(n)
         docs = jnp.concatenate([p, jnp.swapaxes(n, 0, 1).reshape(-1, n.shape[-1])], axis=0)
-    q_scaled = q * (1.0 / jnp.asarray(temperature, q.dtype))
+    inv_t = 1.0 / jnp.asarray(temperature, q.dtype)
+    q_scaled = q * inv_t
     positive = jnp.sum(q_scaled * p, axis=-1)
     log_z = row_logsumexp(q_scaled, docs, block_size)
+    if symmetric:  # column direction: positive p_i against every anchor (no hard negatives)
+        log_z = 0.5 * (log_z + row_logsumexp(p * inv_t, q, block_size))
     return jnp.mean(log_z - positive)
 
 

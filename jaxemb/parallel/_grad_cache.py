@@ -20,7 +20,7 @@ from jaxemb.parallel._mesh import _check_mesh
 EmbedFn = Callable[[Any, Any, "jax.Array | None"], jax.Array]
 
 # info_nce keywords the blocked loss supports (other options keep the full-logits loss).
-_BLOCKABLE = frozenset({"temperature", "similarity"})
+_BLOCKABLE = frozenset({"temperature", "similarity", "symmetric"})
 
 
 def grad_cache(
@@ -57,10 +57,12 @@ def grad_cache(
     uses the same per-chunk keys. With ``key=None`` the tower functions receive ``None``.
 
     **Loss memory.** When ``loss_fn`` is :func:`jaxemb.losses.info_nce` (or a
-    ``functools.partial`` of it setting only ``temperature`` / ``similarity``), the step uses
-    :func:`blocked_info_nce` with ``block_size=chunk_size`` (same value and gradients), so no
-    ``[batch, batch]`` logits exist. Pass ``blocked_info_nce`` yourself to choose another block
-    size. Any other loss is evaluated as written on the cached embeddings.
+    ``functools.partial`` of it setting only ``temperature`` / ``similarity`` / ``symmetric``),
+    the step uses :func:`blocked_info_nce` with ``block_size=chunk_size`` (same value and
+    gradients), so no ``[batch, batch]`` logits exist. Pass ``blocked_info_nce`` yourself to
+    choose another block size, or wrap it (``matryoshka(partial(blocked_info_nce, ...),
+    dims)``). Any other loss is evaluated as written on the cached embeddings (its own
+    memory, e.g. the ``[batch, batch]`` logits of ``gist_info_nce``).
 
     **Sharding.** With ``mesh`` (which must have a ``data`` axis) the batch leaves are sharded
     over ``data``; passes 1 and 3 run under ``jax.shard_map``, each device chunking its own rows
@@ -74,6 +76,8 @@ def grad_cache(
     Args:
       embed_fn: ``embed_fn(params, inputs, key) -> [rows, ...]`` float embeddings (rank ≥ 2,
         leading axis the rows of ``inputs``), or a tuple of such functions, one per tower.
+        ``params`` holds only floating-point leaves (for NNX, ``nnx.split(model, nnx.Param,
+        ...)`` and close over the rest); ``inputs`` is a pytree of ``[rows, ...]`` arrays.
       loss_fn: ``loss_fn(*embeddings, *loss_args, **loss_kwargs) -> scalar``.
       chunk_size: rows embedded at once (≥ 1).
       mesh: optional mesh with a ``data`` axis for data-parallel execution.
@@ -262,6 +266,14 @@ def _validate(fns, loss_fn, params, towers, key, loss_args, loss_kwargs, chunk_s
             )
         if is_typed and np.shape(key) != ():
             raise ValueError(f"key must be a single PRNG key; got shape {v.shape_str(key)}")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if not hasattr(leaf, "dtype") or not jnp.issubdtype(leaf.dtype, jnp.floating):
+            what = f"{leaf.dtype}{v.shape_str(leaf)}" if hasattr(leaf, "dtype") else repr(leaf)
+            raise ValueError(
+                f"params must be a pytree of floating-point arrays (the differentiated "
+                f"parameters, e.g. nnx.split(model, nnx.Param, ...)); got {what} at "
+                f"params{jax.tree_util.keystr(path)}"
+            )
     out_structs = []
     for t, (f, x) in enumerate(zip(fns, towers)):
         name = f"batch[{t}]" if len(fns) > 1 else "batch"
