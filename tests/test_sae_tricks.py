@@ -155,7 +155,7 @@ def test_k_annealing_in_the_train_step(rng):
     train_step, state = sae.make_train_step(
         model, optax.sgd(0.0), schedules={"k": sched}, donate=False
     )
-    for t in range(6):
+    for t in range(5):
         state, m = train_step(state, x)
         k_t = round(10 + (2 - 10) * min(t / 4, 1))
         assert int(m["k"]) == k_t
