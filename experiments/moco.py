@@ -16,7 +16,6 @@ resumes from the last checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.util
 import json
@@ -33,6 +32,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxemb import analysis, checkpoint, data, parallel
+from jaxemb.config import ConfigError, check_numbers, invalid, merge_overrides, run_main
 
 
 def _load_quickstart():
@@ -98,34 +98,27 @@ _NONNEG_INT = {"mochi_n_mix", "mochi_n_mix_query"}
 _BOOL = {"symmetric", "matryoshka", "mochi", "compare_simclr"}
 
 
-class MocoError(ValueError):
+class MocoError(ConfigError):
     """A problem with the configuration, data or workdir, explained in one paragraph."""
 
 
 def make_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Returns ``DEFAULT_CONFIG`` updated with ``overrides``, validated."""
-    config = dict(DEFAULT_CONFIG)
-    for key, value in (overrides or {}).items():
-        if key not in DEFAULT_CONFIG:
-            raise MocoError(
-                f"Unknown config key {key!r}. The MoCo experiment accepts: "
-                f"{', '.join(sorted(DEFAULT_CONFIG))}."
-            )
-        config[key] = value
+    config = merge_overrides(
+        DEFAULT_CONFIG, overrides, program="The MoCo experiment", error=MocoError
+    )
 
     def bad(key, expected):
-        raise MocoError(
-            f"Config value {key}={config[key]!r} is invalid: expected {expected} (default "
-            f"{DEFAULT_CONFIG[key]!r})."
-        )
+        raise invalid(config, DEFAULT_CONFIG, key, expected, error=MocoError)
 
-    for k in _POSITIVE_INT | _NONNEG_INT:
-        low = 1 if k in _POSITIVE_INT else 0
-        if not isinstance(config[k], int) or isinstance(config[k], bool) or config[k] < low:
-            bad(k, f"an integer >= {low}")
-    for k in _BOOL:
-        if not isinstance(config[k], bool):
-            bad(k, "True or False")
+    check_numbers(
+        config,
+        DEFAULT_CONFIG,
+        positive_int=_POSITIVE_INT,
+        nonnegative_int=_NONNEG_INT,
+        booleans=_BOOL,
+        error=MocoError,
+    )
     m = config["momentum"]
     if not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 <= m <= 1:
         bad("momentum", "a number in [0, 1]")
@@ -427,25 +420,25 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="config keys and defaults: "
-        + ", ".join(f"{k}={v!r}" for k, v in DEFAULT_CONFIG.items()),
-    )
-    parser.add_argument("--workdir", default="runs/moco", help="output directory")
-    parser.add_argument("overrides", nargs="*", help="config overrides as key=value")
-    args = parser.parse_args(argv)
-    try:
-        config = make_config(qs.parse_overrides(args.overrides))
-        summary = train_and_evaluate(config, args.workdir)
-    except (MocoError, qs.QuickstartError, checkpoint.CheckpointConfigError) as e:
-        print(f"moco: {e}", file=sys.stderr)
-        return 2
+def _summarize(config: dict[str, Any], summary: dict[str, Any], workdir: str, seconds: float):
+    del workdir
     full = config["dims"][-1]
     parts = [f"{n} {acc[full]:.3f}" for n, acc in summary["knn"].items()]
-    print(f"kNN@{full} after {config['steps']} steps: " + ", ".join(parts))
-    return 0
+    return f"kNN@{full} after {config['steps']} steps ({seconds:.0f} s): " + ", ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(
+        argv,
+        program="moco",
+        description=__doc__.split("\n\n")[0],
+        defaults=DEFAULT_CONFIG,
+        default_workdir="runs/moco",
+        make_config=make_config,
+        train_and_evaluate=train_and_evaluate,
+        summarize=_summarize,
+        errors=(MocoError, qs.QuickstartError, checkpoint.CheckpointConfigError),
+    )
 
 
 if __name__ == "__main__":

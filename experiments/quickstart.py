@@ -14,8 +14,6 @@ resumes from the last checkpoint (a finished run goes straight to evaluation).
 
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
 import functools
 import json
@@ -33,6 +31,7 @@ from tqdm.auto import tqdm
 
 from jaxemb import analysis, checkpoint, data, losses, parallel, sae
 from jaxemb.analysis import plots
+from jaxemb.config import ConfigError, check_numbers, invalid, merge_overrides, run_main
 from jaxemb.encoders import ConvEncoder, MatryoshkaHead, MLPEncoder
 
 # ----------------------------------------------------------------------------------------------
@@ -112,42 +111,31 @@ _POSITIVE_FLOAT = {"learning_rate", "temperature", "knn_temperature", "sae_learn
 _NONNEG = {"weight_decay", "aug_max_shift", "aug_noise_std", "aug_cutout_size", "probe_l2"}
 
 
-class QuickstartError(ValueError):
+class QuickstartError(ConfigError):
     """A problem with the configuration, data or workdir, explained in one paragraph."""
 
 
 def make_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Returns ``DEFAULT_CONFIG`` updated with ``overrides``, validated."""
-    config = dict(DEFAULT_CONFIG)
-    for key, value in (overrides or {}).items():
-        if key not in DEFAULT_CONFIG:
-            raise QuickstartError(
-                f"Unknown config key {key!r}. The quickstart accepts: "
-                f"{', '.join(sorted(DEFAULT_CONFIG))}. Check the spelling, or run with --help "
-                "to see every key with its default value."
-            )
-        config[key] = value
+    config = merge_overrides(
+        DEFAULT_CONFIG, overrides, program="The quickstart", error=QuickstartError
+    )
     _validate_config(config)
     return config
 
 
 def _validate_config(c: dict[str, Any]) -> None:
     def bad(key, expected):
-        raise QuickstartError(
-            f"Config value {key}={c[key]!r} is invalid: expected {expected} (default "
-            f"{DEFAULT_CONFIG[key]!r}). Fix the override on the command line and run again; "
-            "nothing has been written."
-        )
+        raise invalid(c, DEFAULT_CONFIG, key, expected, error=QuickstartError)
 
-    for k in _POSITIVE_INT:
-        if not isinstance(c[k], int) or isinstance(c[k], bool) or c[k] <= 0:
-            bad(k, "a positive integer")
-    for k in _POSITIVE_FLOAT:
-        if not isinstance(c[k], (int, float)) or isinstance(c[k], bool) or not c[k] > 0:
-            bad(k, "a positive number")
-    for k in _NONNEG:
-        if not isinstance(c[k], (int, float)) or isinstance(c[k], bool) or c[k] < 0:
-            bad(k, "a non-negative number")
+    check_numbers(
+        c,
+        DEFAULT_CONFIG,
+        positive_int=_POSITIVE_INT,
+        positive=_POSITIVE_FLOAT,
+        nonnegative=_NONNEG,
+        error=QuickstartError,
+    )
     if not isinstance(c["seed"], int):
         bad("seed", "an integer")
     if c["encoder"] not in ("mlp", "conv"):
@@ -170,27 +158,6 @@ def _validate_config(c: dict[str, Any]) -> None:
     if c["data_dir"] is not None and not isinstance(c["data_dir"], str):
         bad("data_dir", "a directory path")
     c["dims"], c["hidden"] = tuple(dims), tuple(hidden)
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Parses ``key=value`` strings; values are Python literals or plain strings."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise QuickstartError(
-                f"Cannot read the override {item!r}: overrides are written key=value, e.g. "
-                "steps=800 or dims='(8, 16, 64)'. Run with --help for the list of keys."
-            )
-        key = key.strip().lstrip("-")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        if raw.lower() in ("none", "null"):
-            value = None
-        out[key] = value
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -668,29 +635,27 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="config keys and defaults: "
-        + ", ".join(f"{k}={v!r}" for k, v in DEFAULT_CONFIG.items()),
-    )
-    parser.add_argument("--workdir", default="runs/quickstart", help="output directory")
-    parser.add_argument("overrides", nargs="*", help="config overrides as key=value")
-    args = parser.parse_args(argv)
-    try:
-        config = make_config(parse_overrides(args.overrides))
-        t0 = time.perf_counter()
-        summary = train_and_evaluate(config, args.workdir)
-    except (QuickstartError, checkpoint.CheckpointConfigError) as e:
-        print(f"quickstart: {e}", file=sys.stderr)
-        return 2
+def _summarize(config: dict[str, Any], summary: dict[str, Any], workdir: str, seconds: float):
     full = config["dims"][-1]
-    print(
-        f"done in {time.perf_counter() - t0:.0f} s. kNN@{full}: learned "
+    return (
+        f"done in {seconds:.0f} s. kNN@{full}: learned "
         f"{summary['knn']['learned'][full]:.3f} vs random {summary['knn']['random'][full]:.3f}; "
-        f"SAE FVU {summary['sae']['fvu']:.3f}. Report: {Path(args.workdir) / 'report.md'}"
+        f"SAE FVU {summary['sae']['fvu']:.3f}. Report: {Path(workdir) / 'report.md'}"
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(
+        argv,
+        program="quickstart",
+        description=__doc__.split("\n\n")[0],
+        defaults=DEFAULT_CONFIG,
+        default_workdir="runs/quickstart",
+        make_config=make_config,
+        train_and_evaluate=train_and_evaluate,
+        summarize=_summarize,
+        errors=(QuickstartError, checkpoint.CheckpointConfigError),
+    )
 
 
 if __name__ == "__main__":

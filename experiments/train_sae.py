@@ -26,8 +26,6 @@ the trained SAE in the SAELens layout under ``sae/`` (``jaxemb.sae.load_sae`` re
 
 from __future__ import annotations
 
-import argparse
-import ast
 import inspect
 import json
 import sys
@@ -47,6 +45,7 @@ from tqdm.auto import tqdm
 
 from jaxemb import checkpoint, data, parallel, sae
 from jaxemb.analysis import plots
+from jaxemb.config import ConfigError, check_numbers, invalid, merge_overrides, run_main
 
 # ----------------------------------------------------------------------------------------------
 # Config
@@ -115,39 +114,24 @@ _POSITIVE_INT = {
 _POSITIVE_FLOAT = {"lr"}
 
 
-class TrainSAEError(ValueError):
+class TrainSAEError(ConfigError):
     """A problem with the configuration, data or workdir, explained in one paragraph."""
 
 
 def make_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Returns ``DEFAULT_CONFIG`` updated with ``overrides``, validated."""
-    config = dict(DEFAULT_CONFIG)
-    for key, value in (overrides or {}).items():
-        if key not in DEFAULT_CONFIG:
-            raise TrainSAEError(
-                f"Unknown config key {key!r}. train_sae accepts: "
-                f"{', '.join(sorted(DEFAULT_CONFIG))}. Check the spelling, or run with --help "
-                "to see every key with its default value."
-            )
-        config[key] = value
+    config = merge_overrides(DEFAULT_CONFIG, overrides, program="train_sae", error=TrainSAEError)
     _validate_config(config)
     return config
 
 
 def _validate_config(c: dict[str, Any]) -> None:
     def bad(key, expected):
-        raise TrainSAEError(
-            f"Config value {key}={c[key]!r} is invalid: expected {expected} (default "
-            f"{DEFAULT_CONFIG[key]!r}). Fix the override on the command line and run again; "
-            "nothing has been written."
-        )
+        raise invalid(c, DEFAULT_CONFIG, key, expected, error=TrainSAEError)
 
-    for k in _POSITIVE_INT:
-        if not isinstance(c[k], int) or isinstance(c[k], bool) or c[k] <= 0:
-            bad(k, "a positive integer")
-    for k in _POSITIVE_FLOAT:
-        if not isinstance(c[k], (int, float)) or isinstance(c[k], bool) or not c[k] > 0:
-            bad(k, "a positive number")
+    check_numbers(
+        c, DEFAULT_CONFIG, positive_int=_POSITIVE_INT, positive=_POSITIVE_FLOAT, error=TrainSAEError
+    )
     if (
         not isinstance(c["lr_warmup"], int)
         or isinstance(c["lr_warmup"], bool)
@@ -194,27 +178,6 @@ def _validate_config(c: dict[str, Any]) -> None:
     data_axis = n_dev // c["model_axis"]
     if c["batch_size"] % data_axis:
         bad("batch_size", f"a multiple of the {data_axis} devices on the data axis")
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Parses ``key=value`` strings; values are Python literals or plain strings."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise TrainSAEError(
-                f"Cannot read the override {item!r}: overrides are written key=value, e.g. "
-                "steps=800 or variant=relu. Run with --help for the list of keys."
-            )
-        key = key.strip().lstrip("-")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        if raw.lower() in ("none", "null"):
-            value = None
-        out[key] = value
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -751,29 +714,27 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="config keys and defaults: "
-        + ", ".join(f"{k}={v!r}" for k, v in DEFAULT_CONFIG.items()),
-    )
-    parser.add_argument("--workdir", default="runs/train_sae", help="output directory")
-    parser.add_argument("overrides", nargs="*", help="config overrides as key=value")
-    args = parser.parse_args(argv)
-    try:
-        config = make_config(parse_overrides(args.overrides))
-        t0 = time.perf_counter()
-        summary = train_and_evaluate(config, args.workdir)
-    except (TrainSAEError, checkpoint.CheckpointConfigError) as e:
-        print(f"train_sae: {e}", file=sys.stderr)
-        return 2
+def _summarize(config: dict[str, Any], summary: dict[str, Any], workdir: str, seconds: float):
     m = summary["metrics"]
     extra = f", recovered {m['recovered_fraction']:.3f}" if "recovered_fraction" in m else ""
-    print(
-        f"done in {time.perf_counter() - t0:.0f} s. FVU {m['fvu']:.4f}, L0 {m['l0']:.2f}, dead "
-        f"{m['dead_fraction']:.3f}{extra}. Report: {Path(args.workdir) / 'report.md'}"
+    return (
+        f"done in {seconds:.0f} s. FVU {m['fvu']:.4f}, L0 {m['l0']:.2f}, dead "
+        f"{m['dead_fraction']:.3f}{extra}. Report: {Path(workdir) / 'report.md'}"
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(
+        argv,
+        program="train_sae",
+        description=__doc__.split("\n\n")[0],
+        defaults=DEFAULT_CONFIG,
+        default_workdir="runs/train_sae",
+        make_config=make_config,
+        train_and_evaluate=train_and_evaluate,
+        summarize=_summarize,
+        errors=(TrainSAEError, checkpoint.CheckpointConfigError),
+    )
 
 
 if __name__ == "__main__":
