@@ -489,3 +489,11 @@ def test_validation_errors():
         models[3].encode(jnp.ones((3, 4)), training=1)
     with pytest.raises(ValueError, match="l1_coef must be a finite number >= 0"):
         sae.relu_loss(models[0], jnp.ones((3, 4)), l1_coef=float("nan"))
+    with pytest.raises(ValueError, match=r"acts must have rank 2; got shape \[3\]"):
+        sae.batch_topk(jnp.ones((3,)), 1)
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, d_sae=4\]; got 0"):
+        sae.batch_topk(jnp.ones((3, 4)), 0)
+    with pytest.raises(ValueError, match=r"threshold \[4\] must match x \[2, 3\]"):
+        sae.heaviside_st(jnp.ones((2, 3)), jnp.ones((4,)), 0.1)
+    with pytest.raises(ValueError, match="bandwidth must be a finite number > 0"):
+        sae.jumprelu_st(jnp.ones((2, 3)), jnp.ones((3,)), -1.0)

@@ -35,7 +35,25 @@ def batch_topk(acts: jax.Array, k: Any, *, k_max: int | None = None) -> jax.Arra
 
     Returns:
       ``[N, d_sae]`` with exactly ``min(N·k, N·d_sae)`` entries kept (some may be 0).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxemb import sae
+      >>> acts = jnp.array([[5.0, 1.0, 4.0], [2.0, 0.0, 3.0]])
+      >>> sae.batch_topk(acts, 1).tolist()             # the 2 largest of the whole batch
+      [[5.0, 0.0, 4.0], [0.0, 0.0, 0.0]]
+
+    References:
+      Bussmann et al., "BatchTopK Sparse Autoencoders" (2024).
     """
+    v.check_array(acts, "acts", ndim=2, kind="float")
+    k, k_max = _check_k(k, k_max, acts.shape[1])
+    if k is None:
+        raise ValueError("k must be given")
+    return _batch_topk(jnp.asarray(acts), k, k_max=k_max)
+
+
+def _batch_topk(acts: jax.Array, k: Any, *, k_max: int | None = None) -> jax.Array:
     n, d_sae = acts.shape
     width = int(k if k_max is None else k_max)
     m = min(n * width, n * d_sae)
@@ -135,8 +153,8 @@ class BatchTopKSAE(DenseSAE):
 
     def _code_train(self, pre: jax.Array, k: Any = None, k_max: int | None = None):
         if k is None:
-            return batch_topk(jax.nn.relu(pre), self.k)
-        return batch_topk(jax.nn.relu(pre), k, k_max=k_max)
+            return _batch_topk(jax.nn.relu(pre), self.k)
+        return _batch_topk(jax.nn.relu(pre), k, k_max=k_max)
 
     def _code(self, xs: jax.Array, pre: jax.Array) -> jax.Array:
         r = jax.nn.relu(pre)
@@ -146,7 +164,7 @@ class BatchTopKSAE(DenseSAE):
             return r * (r > theta.astype(r.dtype)).astype(r.dtype)
 
         def by_batch(r):
-            return batch_topk(r, self.k)
+            return _batch_topk(r, self.k)
 
         if v.is_concrete(theta):
             return by_batch(r) if float(theta) < 0 else by_threshold(r)

@@ -21,8 +21,7 @@ def _rectangle(u: jax.Array) -> jax.Array:
     return ((u > -0.5) & (u < 0.5)).astype(u.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def heaviside_st(x: jax.Array, threshold: jax.Array, bandwidth: float) -> jax.Array:
+def heaviside_st(x: ArrayLike, threshold: ArrayLike, bandwidth: float) -> jax.Array:
     """``H(x − θ)`` with the paper's straight-through pseudo-derivative in ``θ``.
 
     Forward ``1[x > θ]``; backward ``∂/∂x = 0`` and
@@ -35,12 +34,30 @@ def heaviside_st(x: jax.Array, threshold: jax.Array, bandwidth: float) -> jax.Ar
 
     Returns:
       ``[N, d_sae]`` 0/1 in ``x``'s dtype.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxemb import sae
+      >>> x, th = jnp.array([[0.45, 0.55]]), jnp.array([0.5, 0.5])
+      >>> sae.heaviside_st(x, th, 0.2).tolist()
+      [[0.0, 1.0]]
+      >>> jax.grad(lambda t: sae.heaviside_st(x, t, 0.2).sum())(th).tolist()   # −1/ε in the window
+      [-5.0, -5.0]
+
+    References:
+      Rajamanoharan et al. (2024), App. J (``step`` with its custom backward).
     """
+    _check_st(x, threshold, bandwidth)
+    return _heaviside_st(jnp.asarray(x), jnp.asarray(threshold), float(bandwidth))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _heaviside_st(x: jax.Array, threshold: jax.Array, bandwidth: float) -> jax.Array:
     return (x > threshold[None, :]).astype(x.dtype)
 
 
 def _heaviside_fwd(x, threshold, bandwidth):
-    return heaviside_st(x, threshold, bandwidth), (x, threshold)
+    return _heaviside_st(x, threshold, bandwidth), (x, threshold)
 
 
 def _heaviside_bwd(bandwidth, res, g):
@@ -50,11 +67,10 @@ def _heaviside_bwd(bandwidth, res, g):
     return jnp.zeros_like(x), d_theta
 
 
-heaviside_st.defvjp(_heaviside_fwd, _heaviside_bwd)
+_heaviside_st.defvjp(_heaviside_fwd, _heaviside_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def jumprelu_st(x: jax.Array, threshold: jax.Array, bandwidth: float) -> jax.Array:
+def jumprelu_st(x: ArrayLike, threshold: ArrayLike, bandwidth: float) -> jax.Array:
     """``JumpReLU_θ(x) = x · H(x − θ)`` with the paper's straight-through pseudo-derivatives.
 
     Backward: ``∂/∂x = H(x − θ)`` and ``∂/∂θ = −(θ/ε) · rect((x − θ)/ε)`` (summed over the
@@ -67,12 +83,30 @@ def jumprelu_st(x: jax.Array, threshold: jax.Array, bandwidth: float) -> jax.Arr
 
     Returns:
       ``[N, d_sae]``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxemb import sae
+      >>> x, th = jnp.array([[0.45, 0.55]]), jnp.array([0.5, 0.5])
+      >>> [round(float(a), 2) for a in sae.jumprelu_st(x, th, 0.2)[0]]
+      [0.0, 0.55]
+      >>> jax.grad(lambda t: sae.jumprelu_st(x, t, 0.2).sum())(th).tolist()   # −θ/ε in the window
+      [-2.5, -2.5]
+
+    References:
+      Rajamanoharan et al. (2024), App. J (``jumprelu`` with its custom backward).
     """
+    _check_st(x, threshold, bandwidth)
+    return _jumprelu_st(jnp.asarray(x), jnp.asarray(threshold), float(bandwidth))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _jumprelu_st(x: jax.Array, threshold: jax.Array, bandwidth: float) -> jax.Array:
     return x * (x > threshold[None, :]).astype(x.dtype)
 
 
 def _jumprelu_fwd(x, threshold, bandwidth):
-    return jumprelu_st(x, threshold, bandwidth), (x, threshold)
+    return _jumprelu_st(x, threshold, bandwidth), (x, threshold)
 
 
 def _jumprelu_bwd(bandwidth, res, g):
@@ -84,7 +118,14 @@ def _jumprelu_bwd(bandwidth, res, g):
     return d_x, d_theta
 
 
-jumprelu_st.defvjp(_jumprelu_fwd, _jumprelu_bwd)
+_jumprelu_st.defvjp(_jumprelu_fwd, _jumprelu_bwd)
+
+
+def _check_st(x: Any, threshold: Any, bandwidth: Any) -> None:
+    v.check_array(x, "x", ndim=2, kind="float", allow_empty=True)
+    v.check_array(threshold, "threshold", ndim=1, kind="float")
+    v.check_axis_match(x, "x", 1, threshold, "threshold", 0)
+    v.check_positive(bandwidth, "bandwidth")
 
 
 class JumpReluSAE(DenseSAE):
@@ -162,7 +203,7 @@ class JumpReluSAE(DenseSAE):
 
     def _code(self, xs: jax.Array, pre: jax.Array) -> jax.Array:
         theta = jnp.exp(self.log_threshold[...]).astype(pre.dtype)
-        return jumprelu_st(jax.nn.relu(pre), theta, self.bandwidth)
+        return _jumprelu_st(jax.nn.relu(pre), theta, self.bandwidth)
 
     def training_loss(
         self, x: ArrayLike, *, dead_mask: ArrayLike | None = None, l0_coef: Any = None
@@ -232,12 +273,12 @@ def _jumprelu_loss(model: JumpReluSAE, x: jax.Array, dead_mask, l0_coef):
     pre = model._pre(xs)
     r = jax.nn.relu(pre)
     theta = jnp.exp(model.log_threshold[...]).astype(pre.dtype)
-    z = jumprelu_st(r, theta, model.bandwidth)
+    z = _jumprelu_st(r, theta, model.bandwidth)
     x_hat_n = model._decode_n(z)
     f32 = jnp.promote_types(x_hat_n.dtype, jnp.float32)
     s = model.input_scale[...]
     m = recon_metrics(x, xs, x_hat_n, z, s, f32)
-    l0_st = jnp.mean(jnp.sum(heaviside_st(r, theta, model.bandwidth).astype(f32), axis=1))
+    l0_st = jnp.mean(jnp.sum(_heaviside_st(r, theta, model.bandwidth).astype(f32), axis=1))
     loss = m["recon"] + jnp.asarray(lam, f32) * l0_st
     dead_fraction = (
         jnp.zeros((), f32) if dead_mask is None else jnp.mean(jnp.asarray(dead_mask).astype(f32))
