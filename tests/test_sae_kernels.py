@@ -164,6 +164,25 @@ def test_topk_encode_values_and_grads_match_numpy(rng, k):
     assert unselected.size > 0 and np.all(np.asarray(grads[1])[:, unselected] == 0.0)
 
 
+def test_topk_encode_row_blocked_path_matches_numpy(rng, monkeypatch):
+    """Large batches are encoded block of rows by block of rows (padding the last block)."""
+    monkeypatch.setattr(K, "_BLOCK_BYTES", 3 * 12 * 4)  # 3 rows of [*, 12] per block
+    x, W_enc, b_enc, b_dec = _encoder_case(rng, n=10, d_sae=12)
+    assert K._row_blocks(10, 12) == 4  # 4 blocks of 3 rows, 2 padding rows
+    k = 3
+    values, indices = jax.jit(lambda *a: sae.topk_encode(*a, k=k))(x, W_enc, b_enc, b_dec)
+    r_values, r_idx, _ = np_topk(*_f64(x, W_enc, b_enc, b_dec), k)
+    np.testing.assert_array_equal(indices, r_idx)
+    np.testing.assert_allclose(values, r_values, rtol=1e-5, atol=1e-5)
+    gv = rng.normal(size=(x.shape[0], k)).astype(np.float32)
+    grads = jax.jit(jax.grad(lambda *a: jnp.sum(sae.topk_encode(*a, k=k)[0] * gv), (0, 1, 2, 3)))(
+        x, W_enc, b_enc, b_dec
+    )
+    refs = np_topk_grads(*_f64(x, W_enc, b_enc, b_dec), k, gv.astype(np.float64))
+    for name, got, ref in zip(("x", "W_enc", "b_enc", "b_dec"), grads, refs, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 def test_topk_sae_loss_grads_equal_plain_autodiff(rng):
     """TopKSAE's training loss (FVU + AuxK with dead latents) through the kernels equals the
     same loss written with plain autodiff (dense top_k and gather) to float32 rounding."""
@@ -202,7 +221,10 @@ def test_topk_sae_loss_grads_equal_plain_autodiff(rng):
     assert float(model.training_loss(x, dead_mask=no_dead)[1]["auxk"]) == 0.0
 
 
-def test_kernels_sharded_over_mesh_equal_unsharded(mesh8, rng):
+@pytest.mark.parametrize("block_bytes", [None, 4 * 32 * 4])
+def test_kernels_sharded_over_mesh_equal_unsharded(mesh8, rng, monkeypatch, block_bytes):
+    if block_bytes is not None:  # also the row-blocked encoder (4 blocks of 4 rows)
+        monkeypatch.setattr(K, "_BLOCK_BYTES", block_bytes)
     x, W_enc, b_enc, b_dec = _encoder_case(rng, n=16, d_in=4, d_sae=32)
     W_dec = rng.normal(size=(32, 4)).astype(np.float32)
     k = 3

@@ -13,6 +13,8 @@ This module depends only on JAX, so :mod:`jaxemb.sae._base` can build on it.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -217,14 +219,68 @@ def topk_from_pre(
     return values, indices
 
 
+# The fused encoder computes pre-activations ``[rows, d_sae]`` one row block at a time and takes
+# each block's top-k while it is still in cache: the full ``[N, d_sae]`` matrix is never written,
+# which on CPU halves the cost of matmul + bias + ReLU + top_k at N = 4096, d_sae = 24576.
+_BLOCK_BYTES = 32 * 2**20
+
+
+def _row_blocks(n: int, d_sae: int) -> int:
+    """Number of row blocks so that one block of float32 pre-activations fits the budget."""
+    return max(1, min(n, -(-n * d_sae * 4 // _BLOCK_BYTES)))
+
+
+def _blocked_topk(x, W_enc, b_enc, b_dec, k):
+    n, d_in = x.shape
+    n_blocks = _row_blocks(n, W_enc.shape[1])
+
+    def block_topk(xb):
+        return jax.lax.top_k(jax.nn.relu(encoder_pre_activations(xb, W_enc, b_enc, b_dec)), k)
+
+    if n_blocks == 1:
+        return block_topk(x)
+    rows = -(-n // n_blocks)
+    xp = jnp.pad(x, ((0, n_blocks * rows - n), (0, 0)))
+    # Block b holds rows r·n_blocks + b, so a batch sharded over rows stays sharded per block.
+    xb = jnp.moveaxis(xp.reshape(rows, n_blocks, d_in), 1, 0)
+    _, (values, indices) = jax.lax.scan(lambda c, xi: (c, block_topk(xi)), None, xb)
+    values = jnp.moveaxis(values, 0, 1).reshape(n_blocks * rows, k)[:n]
+    indices = jnp.moveaxis(indices, 0, 1).reshape(n_blocks * rows, k)[:n]
+    return values, indices
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _topk_encode(x, W_enc, b_enc, b_dec, k):
+    """Fused TopK encoder (no validation): ``top_k(relu(pre), k)`` with the sparse backward."""
+    return _blocked_topk(x, W_enc, b_enc, b_dec, k)
+
+
+def _topk_encode_fwd(x, W_enc, b_enc, b_dec, k):
+    values, indices = _blocked_topk(x, W_enc, b_enc, b_dec, k)
+    return (values, indices), (values, indices, x, W_enc, b_enc, b_dec)
+
+
+def _topk_encode_bwd(k, res, cts):
+    del k
+    values, indices, x, W_enc, b_enc, b_dec = res
+    g_values, _ = cts
+    # ReLU: values > 0 exactly where pre > 0 (derivative 0 at 0, like jax.nn.relu).
+    g = jnp.where(values > 0, g_values, jnp.zeros_like(g_values))
+    return _gather_pre_bwd((indices, x, W_enc, b_enc, b_dec), g)[2:]
+
+
+_topk_encode.defvjp(_topk_encode_fwd, _topk_encode_bwd)
+
+
 def topk_encode(
     x: ArrayLike, W_enc: ArrayLike, b_enc: ArrayLike, b_dec: ArrayLike, *, k: int
 ) -> tuple[jax.Array, jax.Array]:
     """TopK encoder ``top_k(relu((x − b_dec) @ W_enc + b_enc), k)`` with a sparse backward.
 
-    The forward computes the dense pre-activations (one ``[N, d_in] @ [d_in, d_sae]`` matmul,
-    unavoidable) and ``jax.lax.top_k`` (ties to the lower index). The backward never forms the
-    dense ``[N, d_sae]`` cotangent: with ``g = ∂values · 1[values > 0]``,
+    The forward computes the pre-activations (one ``[N, d_in] @ [d_in, d_sae]`` matmul,
+    unavoidable) block of rows by block of rows, each block's ``jax.lax.top_k`` (ties to the lower
+    index) taken while it is in cache, so the ``[N, d_sae]`` matrix is never stored. The backward
+    never forms the dense ``[N, d_sae]`` cotangent: with ``g = ∂values · 1[values > 0]``,
 
     * ``∂W_enc[:, indices[n, j]] += (x[n] − b_dec) g[n, j]`` (scatter into the selected columns),
     * ``∂b_enc[indices[n, j]] += g[n, j]`` (scatter-add),
@@ -272,5 +328,4 @@ def topk_encode(
     if not 1 <= k <= d_sae:
         raise ValueError(f"k must be in [1, d_sae={d_sae}]; got {k}")
     x, W_enc, b_enc, b_dec = (jnp.asarray(a) for a in (x, W_enc, b_enc, b_dec))
-    pre = encoder_pre_activations(x, W_enc, b_enc, b_dec)
-    return topk_from_pre(pre, x, W_enc, b_enc, b_dec, k=k)
+    return _topk_encode(x, W_enc, b_enc, b_dec, k)

@@ -21,7 +21,7 @@ from jaxemb.sae._base import (
     total_variance,
 )
 from jaxemb.sae._dead import check_threshold
-from jaxemb.sae._kernels import gather_pre_activations, topk_from_pre
+from jaxemb.sae._kernels import _topk_encode, encoder_pre_activations, gather_pre_activations
 from jaxemb.sae._tricks import input_scale, scale_inputs, unscale_outputs
 
 
@@ -153,7 +153,13 @@ class TopKSAE(nnx.Module):
           ([[3.0, 1.0]], [[2, 0]])
         """
         check_batch(x, self.d_in)
-        return self._encode(self._pre(scale_inputs(self, jnp.asarray(x))))
+        return self._fused_encode(scale_inputs(self, jnp.asarray(x)))
+
+    def _fused_encode(self, x: jax.Array) -> SparseCode:
+        # top_k(relu(pre), k) computed block of rows by block of rows (the [N, d_sae] matrix is
+        # never stored), with the sparse custom-VJP backward of jaxemb.sae.topk_encode.
+        args = (self.W_enc[...], self.b_enc[...], self.b_dec[...])
+        return SparseCode(*_topk_encode(x, *args, self.k))
 
     def _encode(self, pre: jax.Array) -> SparseCode:
         values, indices = jax.lax.top_k(jax.nn.relu(pre), self.k)
@@ -196,12 +202,8 @@ class TopKSAE(nnx.Module):
         """
         check_batch(x, self.d_in)
         x = scale_inputs(self, jnp.asarray(x))  # s·x once sae.fit_input_norm added a scale
-        pre = self._pre(x)
-        # Same values as self._encode(pre); the gradient skips the dense [N, d_sae] cotangent.
-        values, indices = topk_from_pre(
-            pre, x, self.W_enc[...], self.b_enc[...], self.b_dec[...], k=self.k
-        )
-        code = SparseCode(values, indices)
+        pre = self._pre(x)  # not computed in a train step that does not use it (AuxK recomputes)
+        code = self._fused_encode(x)
         return SAEOutput(unscale_outputs(self, self._decode(code)), code, pre)
 
     def training_loss(
@@ -328,6 +330,8 @@ def _auxk(
     scale = jnp.minimum(n_dead / k_aux_nominal, 1.0)
 
     def aux(pre, W_dec, encoder):
+        if encoder is not None:  # recomputed here, so pre is only formed when latents are dead
+            pre = encoder_pre_activations(*encoder)
         masked = jnp.where(dead_mask[None, :], jax.nn.relu(pre), -jnp.inf)
         if encoder is None:
             values, indices = jax.lax.top_k(masked, k_aux)
@@ -345,5 +349,5 @@ def _auxk(
         return aux(pre, W_dec, None)
     # AuxK is exactly 0 (value and gradient) without dead latents: skip its top_k and decode.
     return jax.lax.cond(
-        n_dead > 0, aux, lambda *_: jnp.zeros((), out_dtype), pre, W_dec, tuple(encoder)
+        n_dead > 0, aux, lambda *_: jnp.zeros((), out_dtype), None, W_dec, tuple(encoder)
     )
