@@ -5,8 +5,10 @@ backward pass only need those rows/columns. Plain autodiff of a ``top_k`` follow
 builds a dense ``[N, d_sae]`` cotangent of the pre-activations and multiplies it back through
 the encoder (two more dense matmuls); the custom VJPs here instead scatter-add the ``N·k``
 outer products into the selected rows of ``W_dec`` and the selected columns of ``W_enc``.
-TopK values and indices are bit-identical to plain ``lax.top_k``; decoded vectors (summed slot
-by slot) and all gradients agree with plain autodiff to float32 rounding.
+TopK values and indices equal plain ``lax.top_k(relu(pre), k)`` (bit-identical while the batch's
+pre-activations fit one 32 MiB block; larger batches are encoded in row blocks, whose matmul may
+round differently in the last bit); decoded vectors (summed slot by slot) and all gradients agree
+with plain autodiff to float32 rounding.
 
 This module depends only on JAX, so :mod:`jaxemb.sae._base` can build on it.
 """
@@ -194,29 +196,9 @@ def gather_pre_activations(
 
     ``pre`` must be :func:`encoder_pre_activations` of the same arguments; no gradient flows into
     ``pre`` itself, the gradient reaches ``x``, ``W_enc``, ``b_enc``, ``b_dec`` through the
-    ``N·k`` selected columns. Used by the TopK forward and by AuxK.
+    ``N·k`` selected columns. Used by AuxK.
     """
     return _gather_pre(jax.lax.stop_gradient(pre), indices, x, W_enc, b_enc, b_dec)
-
-
-def topk_from_pre(
-    pre: jax.Array,
-    x: jax.Array,
-    W_enc: jax.Array,
-    b_enc: jax.Array,
-    b_dec: jax.Array,
-    *,
-    k: int,
-) -> tuple[jax.Array, jax.Array]:
-    """TopK code from already computed pre-activations, with the sparse backward (no validation).
-
-    ``values, indices = top_k(relu(pre), k)``; the values are bit-identical to plain
-    ``jax.lax.top_k(jax.nn.relu(pre), k)`` and their gradient equals plain autodiff's (ReLU
-    derivative 0 at 0) up to float32 rounding, without the dense ``[N, d_sae]`` cotangent.
-    """
-    _, indices = jax.lax.top_k(jax.lax.stop_gradient(jax.nn.relu(pre)), k)
-    values = jax.nn.relu(gather_pre_activations(pre, indices, x, W_enc, b_enc, b_dec))
-    return values, indices
 
 
 # The fused encoder computes pre-activations ``[rows, d_sae]`` one row block at a time and takes
@@ -295,7 +277,9 @@ def topk_encode(
 
     Returns:
       ``(values [N, k], indices [N, k] int32)``: the ``k`` largest ``relu(pre)`` per row in
-      decreasing order, bit-identical to ``jax.lax.top_k(jax.nn.relu(pre), k)``.
+      decreasing order, equal to ``jax.lax.top_k(jax.nn.relu(pre), k)`` (bit-identical when
+      ``N·d_sae`` float32 fit one 32 MiB block; beyond, the row-blocked matmul may differ in the
+      last bit).
 
     Examples:
       >>> import jax, jax.numpy as jnp

@@ -22,7 +22,7 @@ from jaxemb.sae._base import (
     total_variance,
 )
 from jaxemb.sae._dead import check_threshold
-from jaxemb.sae._kernels import _sparse_decode, topk_from_pre
+from jaxemb.sae._kernels import _sparse_decode, _topk_encode
 from jaxemb.sae._topk import _auxk, _check_dead_mask
 from jaxemb.sae._tricks import scale_inputs, unscale_outputs
 
@@ -141,10 +141,9 @@ class MatryoshkaSAE(nnx.Module):
     def _code(self, x: jax.Array, pre: jax.Array) -> Any:
         if self.batch_topk:
             return _batch_topk_dense(pre, self.k)
-        values, indices = topk_from_pre(
-            pre, x, self.W_enc[...], self.b_enc[...], self.b_dec[...], k=self.k
-        )
-        return SparseCode(values, indices)
+        # Fused, row-blocked TopK with the sparse backward (as TopKSAE); pre is not needed.
+        args = (self.W_enc[...], self.b_enc[...], self.b_dec[...])
+        return SparseCode(*_topk_encode(x, *args, self.k))
 
     def encode(self, x: ArrayLike) -> Any:
         """Code of ``x``: TopK :class:`SparseCode` ``[N, k]`` or dense ``[N, d_sae]`` (BatchTopK).
