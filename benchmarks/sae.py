@@ -2,7 +2,8 @@
 
 A TopK SAE step at batch N, width d_in and d_sae latents has to compute the dense
 pre-activations ``(x − b_dec) @ W_enc`` — one ``[N, d_in] @ [d_in, d_sae]`` matmul — and the
-``top_k``; everything else (decoding, the encoder and decoder backward, AuxK) touches only the
+``top_k`` (jaxemb takes it block of rows by block of rows, so the ``[N, d_sae]`` matrix is never
+stored); everything else (decoding, the encoder and decoder backward, AuxK) touches only the
 ``N·k`` selected rows/columns thanks to the custom VJPs in ``jaxemb.sae`` (``sparse_decode``,
 ``topk_encode``), plus the Adam update of the ``2·d_in·d_sae`` weights. This script times the
 jitted ``jaxemb.sae.make_train_step`` step of a ``TopKSAE`` (FVU + AuxK with the dead-latent
