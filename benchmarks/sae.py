@@ -119,8 +119,9 @@ def main() -> None:
 
     try:
         sp_step = _sparsify_step(args, np.asarray(x))
+        sp_step()  # one step here, so an API mismatch is reported below and not raised later
     except Exception as err:  # an incompatible sparsify version must not hide the JAX numbers
-        print(f"sparsify: could not build SparseCoder ({type(err).__name__}: {err}); skipped")
+        print(f"sparsify: could not run a SparseCoder step ({type(err).__name__}: {err}); skipped")
         return
     t_jax, t_sp = _median_times([jaxemb_step, sp_step], args.reps)
     print(f"SparseCoder Adam step (sparsify): {t_sp * 1e3:9.1f} ms")
