@@ -169,7 +169,6 @@ def test_sparsify_files_as_sparsify_reads_them(tmp_path, rng):
     np.testing.assert_allclose(model(jnp.asarray(x, jnp.float32)).reconstruction, ref, atol=1e-4)
 
 
-@pytest.mark.skipif("jumprelu" not in dict(VARIANTS), reason="JumpReluSAE not in this build")
 def test_jumprelu_threshold_and_input_scale_folded(tmp_path, rng):
     model = make(sae.JumpReluSAE, rng, scale=0.37)
     model.log_threshold[...] = jnp.full((D_SAE,), np.log(0.2), jnp.float32)
