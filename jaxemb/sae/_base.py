@@ -197,6 +197,27 @@ def init_sae_params(
     }
 
 
+def set_sae_params(
+    module: nnx.Module,
+    key: jax.Array,
+    d_in: int,
+    d_sae: int,
+    *,
+    init_encoder_from_decoder: bool = True,
+    dtype: Any = jnp.float32,
+) -> None:
+    """Creates ``module``'s ``W_enc``, ``b_enc``, ``W_dec``, ``b_dec`` ``nnx.Param``s.
+
+    The values are :func:`init_sae_params`'s; every variant's ``__init__`` calls this so all
+    variants share one parameter layout.
+    """
+    p = init_sae_params(
+        key, d_in, d_sae, init_encoder_from_decoder=init_encoder_from_decoder, dtype=dtype
+    )
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        setattr(module, name, nnx.Param(p[name]))
+
+
 def geometric_median(
     x: ArrayLike, *, max_iter: int = 100, tol: float = 1e-6, eps: float = 1e-8
 ) -> jax.Array:

@@ -17,7 +17,7 @@ from jaxemb.sae._base import (
     SparseCode,
     check_batch,
     check_code,
-    init_sae_params,
+    set_sae_params,
     sum_squared_error,
     total_variance,
 )
@@ -121,17 +121,14 @@ class MatryoshkaSAE(nnx.Module):
         self.dead_threshold = dead_threshold
         self.aux_coef = float(aux_coef)
         self.normalize_decoder = bool(normalize_decoder)
-        p = init_sae_params(
+        set_sae_params(
+            self,
             rngs.params(),
             d_in,
             d_sae,
             init_encoder_from_decoder=init_encoder_from_decoder,
             dtype=param_dtype,
         )
-        self.W_enc = nnx.Param(p["W_enc"])
-        self.b_enc = nnx.Param(p["b_enc"])
-        self.W_dec = nnx.Param(p["W_dec"])
-        self.b_dec = nnx.Param(p["b_dec"])
 
     # -- encoder ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from jaxemb.sae._base import (
     _densify,
     check_batch,
     check_code,
-    init_sae_params,
+    set_sae_params,
     sum_squared_error,
     total_variance,
 )
@@ -90,13 +90,9 @@ class MatchingPursuitSAE(nnx.Module):
         self.d_sae = d_sae
         self.n_steps = n_steps
         self.normalize_decoder = bool(normalize_decoder)
-        p = init_sae_params(
-            rngs.params(), d_in, d_sae, init_encoder_from_decoder=True, dtype=param_dtype
+        set_sae_params(
+            self, rngs.params(), d_in, d_sae, init_encoder_from_decoder=True, dtype=param_dtype
         )
-        self.W_enc = nnx.Param(p["W_enc"])
-        self.b_enc = nnx.Param(p["b_enc"])
-        self.W_dec = nnx.Param(p["W_dec"])
-        self.b_dec = nnx.Param(p["b_dec"])
 
     def _atoms(self) -> jax.Array:
         W = self.W_dec[...]

@@ -13,7 +13,7 @@ from jaxemb import _validate as v
 from jaxemb.sae._base import (
     SAEOutput,
     check_batch,
-    init_sae_params,
+    set_sae_params,
     sum_squared_error,
     total_variance,
 )
@@ -76,17 +76,14 @@ class DenseSAE(nnx.Module):
         self.d_sae = d_sae
         self.dead_threshold = dead_threshold
         self.normalize_decoder = bool(normalize_decoder)
-        p = init_sae_params(
+        set_sae_params(
+            self,
             rngs.params(),
             d_in,
             d_sae,
             init_encoder_from_decoder=init_encoder_from_decoder,
             dtype=param_dtype,
         )
-        self.W_enc = nnx.Param(p["W_enc"])
-        self.b_enc = nnx.Param(p["b_enc"])
-        self.W_dec = nnx.Param(p["W_dec"])
-        self.b_dec = nnx.Param(p["b_dec"])
         self.input_scale = InputScale(jnp.ones((), jnp.float32))
 
     # -- normalised-space internals --------------------------------------------------------

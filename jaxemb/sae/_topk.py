@@ -16,7 +16,7 @@ from jaxemb.sae._base import (
     _sparse_decode,
     check_batch,
     check_code,
-    init_sae_params,
+    set_sae_params,
     sum_squared_error,
     total_variance,
 )
@@ -94,17 +94,14 @@ class TopKSAE(nnx.Module):
         self.dead_threshold = dead_threshold
         self.aux_coef = float(aux_coef)
         self.normalize_decoder = bool(normalize_decoder)
-        p = init_sae_params(
+        set_sae_params(
+            self,
             rngs.params(),
             d_in,
             d_sae,
             init_encoder_from_decoder=init_encoder_from_decoder,
             dtype=param_dtype,
         )
-        self.W_enc = nnx.Param(p["W_enc"])
-        self.b_enc = nnx.Param(p["b_enc"])
-        self.W_dec = nnx.Param(p["W_dec"])
-        self.b_dec = nnx.Param(p["b_dec"])
 
     def pre_activations(self, x: ArrayLike) -> jax.Array:
         """``(x − b_dec) @ W_enc + b_enc``, ``[N, d_sae]``, before the ReLU and the top-k.
