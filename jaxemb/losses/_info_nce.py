@@ -108,21 +108,7 @@ def info_nce(
       ``partition_mode="joint"``, ``hardness_mode=None``, ``hardness_strength=0.0``) and
       ``MultipleNegativesSymmetricRankingLoss``.
     """
-    v.check_array(anchors, "anchors", ndim=2)
-    v.check_array(positives, "positives", ndim=2)
-    if np.shape(positives) != np.shape(anchors):
-        raise ValueError(
-            f"positives must be [batch, dim] like anchors {v.shape_str(anchors)}; "
-            f"got {v.shape_str(positives)}"
-        )
-    if negatives is not None:
-        v.check_array(negatives, "negatives", ndim=3, allow_empty=True)
-        b, d = np.shape(anchors)
-        if np.shape(negatives)[0] != b or np.shape(negatives)[2] != d:
-            raise ValueError(
-                f"negatives must be [batch, num_negatives, dim] = [{b}, H, {d}] to match anchors "
-                f"{v.shape_str(anchors)}; got {v.shape_str(negatives)}"
-            )
+    check_info_nce_inputs(anchors, positives, negatives)
     v.check_positive(temperature, "temperature")
     v.check_choice(similarity, "similarity", _SIMILARITIES)
     if isinstance(directions, str) or not isinstance(directions, Sequence):
@@ -230,3 +216,22 @@ def _info_nce(
     else:
         log_z = sum(lse) / len(lse)
     return jnp.mean(log_z - positive)
+
+
+def check_info_nce_inputs(anchors, positives, negatives=None) -> None:
+    """Validates ``anchors``/``positives`` ``[B, D]`` and optional ``negatives`` ``[B, H, D]``."""
+    v.check_array(anchors, "anchors", ndim=2)
+    v.check_array(positives, "positives", ndim=2)
+    if np.shape(positives) != np.shape(anchors):
+        raise ValueError(
+            f"positives must be [batch, dim] like anchors {v.shape_str(anchors)}; "
+            f"got {v.shape_str(positives)}"
+        )
+    if negatives is not None:
+        v.check_array(negatives, "negatives", ndim=3, allow_empty=True)
+        b, d = np.shape(anchors)
+        if np.shape(negatives)[0] != b or np.shape(negatives)[2] != d:
+            raise ValueError(
+                f"negatives must be [batch, num_negatives, dim] = [{b}, H, {d}] to match anchors "
+                f"{v.shape_str(anchors)}; got {v.shape_str(negatives)}"
+            )

@@ -11,6 +11,7 @@ from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
 from jaxemb.losses._common import as_float, l2_normalize
+from jaxemb.losses._info_nce import check_info_nce_inputs
 
 
 def blocked_info_nce(
@@ -65,21 +66,8 @@ def blocked_info_nce(
       Semantics of sentence-transformers v6 ``CachedMultipleNegativesRankingLoss`` (which
       also computes the loss over mini-batches of anchors), defaults as ``info_nce``.
     """
-    v.check_array(anchors, "anchors", ndim=2)
-    v.check_array(positives, "positives", ndim=2)
-    if np.shape(positives) != np.shape(anchors):
-        raise ValueError(
-            f"positives must be [batch, dim] like anchors {v.shape_str(anchors)}; "
-            f"got {v.shape_str(positives)}"
-        )
+    check_info_nce_inputs(anchors, positives, negatives)
     if negatives is not None:
-        v.check_array(negatives, "negatives", ndim=3, allow_empty=True)
-        b, d = np.shape(anchors)
-        if np.shape(negatives)[0] != b or np.shape(negatives)[2] != d:
-            raise ValueError(
-                f"negatives must be [batch, num_negatives, dim] = [{b}, H, {d}] to match anchors "
-                f"{v.shape_str(anchors)}; got {v.shape_str(negatives)}"
-            )
         negatives = jnp.asarray(negatives)
     v.check_positive(temperature, "temperature")
     v.check_choice(similarity, "similarity", ("cosine", "dot"))
