@@ -4,14 +4,40 @@ from jaxemb.encoders._heads import L2Normalize as L2Normalize
 from jaxemb.encoders._heads import MatryoshkaHead as MatryoshkaHead
 from jaxemb.encoders._heads import ProjectionHead as ProjectionHead
 from jaxemb.encoders._heads import nested_mask as nested_mask
+from jaxemb.encoders._hf import SUPPORTED_MODEL_TYPES as SUPPORTED_MODEL_TYPES
+from jaxemb.encoders._hf import load_hf_encoder as load_hf_encoder
+from jaxemb.encoders._pool import POOL_METHODS as POOL_METHODS
+from jaxemb.encoders._pool import AttentionPool as AttentionPool
+from jaxemb.encoders._pool import pool as pool
 from jaxemb.encoders._simple import ConvEncoder as ConvEncoder
 from jaxemb.encoders._simple import MLPEncoder as MLPEncoder
+from jaxemb.encoders._st import Embedder as Embedder
+from jaxemb.encoders._st import load_sentence_transformer as load_sentence_transformer
+from jaxemb.encoders._transformer import TENSOR_PARALLEL_RULES as TENSOR_PARALLEL_RULES
+from jaxemb.encoders._transformer import EncoderOutput as EncoderOutput
+from jaxemb.encoders._transformer import TransformerConfig as TransformerConfig
+from jaxemb.encoders._transformer import TransformerEncoder as TransformerEncoder
+from jaxemb.encoders._transformer import TransformerLayer as TransformerLayer
+from jaxemb.encoders._transformer import param_shardings as param_shardings
 
 __all__ = [
+    "POOL_METHODS",
+    "TENSOR_PARALLEL_RULES",
+    "SUPPORTED_MODEL_TYPES",
+    "AttentionPool",
+    "Embedder",
     "ConvEncoder",
+    "EncoderOutput",
     "L2Normalize",
     "MLPEncoder",
     "MatryoshkaHead",
     "ProjectionHead",
+    "TransformerConfig",
+    "TransformerEncoder",
+    "TransformerLayer",
+    "load_hf_encoder",
+    "load_sentence_transformer",
     "nested_mask",
+    "param_shardings",
+    "pool",
 ]

@@ -1,0 +1,452 @@
+"""Load sentence-transformers directories into a jitted JAX :class:`Embedder` (no torch)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from jaxemb.encoders._hf import _read_json, load_hf_encoder, read_safetensors
+from jaxemb.encoders._pool import pool
+from jaxemb.encoders._transformer import TransformerEncoder
+
+# sentence-transformers pooling-mode names (both layouts) -> jaxemb.encoders.pool methods.
+_ST_POOLING = {
+    "cls": "cls",
+    "max": "max",
+    "mean": "mean",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
+    "weightedmean": "weighted_mean",
+    "lasttoken": "last_token",
+}
+# Legacy boolean flags, in the order sentence-transformers concatenates them.
+_LEGACY_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+# torch.nn activation class names a Dense module may name -> JAX functions.
+_DENSE_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "Tanh": jnp.tanh,
+    "Identity": lambda x: x,
+    "ReLU": jax.nn.relu,
+    "GELU": lambda x: jax.nn.gelu(x, approximate=False),
+    "Sigmoid": jax.nn.sigmoid,
+    "SiLU": jax.nn.silu,
+}
+SUPPORTED_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Dense:
+    activation: str
+    residual: str  # "none", "identity" or "projection"
+
+
+def _pooling_modes(config: dict[str, Any], where: str) -> tuple[str, ...]:
+    """Pooling modes from either layout: v6 ``pooling_mode`` or legacy ``pooling_mode_*`` flags."""
+    if "pooling_mode" in config:
+        raw = config["pooling_mode"]
+        modes = (raw,) if isinstance(raw, str) else tuple(raw)
+    else:
+        modes = tuple(mode for flag, mode in _LEGACY_FLAGS.items() if config.get(flag, False))
+        if not modes:
+            modes = ("mean",)
+    for mode in modes:
+        if mode not in _ST_POOLING:
+            raise ValueError(
+                f"{where}: pooling mode {mode!r} is not supported; supported: {sorted(_ST_POOLING)}"
+            )
+    return tuple(_ST_POOLING[m] for m in modes)
+
+
+def _module_kind(entry: dict[str, Any], where: str) -> str:
+    kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
+    if kind not in SUPPORTED_MODULES:
+        raise ValueError(
+            f"{where}: module type {entry.get('type')!r} is not supported; a sentence-transformers "
+            f"pipeline here is {' -> '.join(SUPPORTED_MODULES)} (Dense and Normalize optional)"
+        )
+    return kind
+
+
+def _max_seq_length(directory: Path, hf_max_positions: int) -> int:
+    """The truncation length sentence-transformers would use, capped at the position table."""
+    length = None
+    st_cfg_path = directory / "sentence_bert_config.json"
+    st_cfg = _read_json(st_cfg_path, "sentence_bert_config") if st_cfg_path.is_file() else {}
+    text_kwargs = (st_cfg.get("processing_kwargs") or {}).get("text") or {}
+    if text_kwargs.get("max_length"):
+        length = int(text_kwargs["max_length"])
+    elif st_cfg.get("max_seq_length"):
+        length = int(st_cfg["max_seq_length"])
+    else:
+        tok_cfg_path = directory / "tokenizer_config.json"
+        if tok_cfg_path.is_file():
+            value = _read_json(tok_cfg_path, "tokenizer config").get("model_max_length")
+            if isinstance(value, (int, float)) and 0 < value < 1e9:
+                length = int(value)
+    return hf_max_positions if length is None else min(length, hf_max_positions)
+
+
+class Embedder:
+    """A sentence-transformers pipeline in JAX: Transformer → Pooling → [Dense …] → [Normalize].
+
+    Built by :func:`load_sentence_transformer`. ``embed`` is a pure jitted function of
+    ``(params, input_ids, attention_mask)``, so it composes with ``jax.grad`` for fine-tuning
+    with :mod:`jaxemb.losses`; ``encode`` tokenises, batches (sorted by length, as
+    sentence-transformers does), shards each batch over the local devices and returns NumPy.
+
+    Attributes:
+      encoder: the :class:`TransformerEncoder` (eval mode).
+      tokenizer: the ``tokenizers.Tokenizer`` (truncation to ``max_seq_length``).
+      pooling: the :func:`~jaxemb.encoders.pool` methods, concatenated in order.
+      params: ``{"encoder": nnx.State, "dense": [{"kernel" [in, out], "bias" [out]?, ...}]}``.
+      normalize: whether the pipeline ends with a Normalize module.
+      max_seq_length: inputs are truncated to this many tokens (special tokens included); it is
+        never more than the position table.
+      dim: output width.
+    """
+
+    def __init__(
+        self,
+        encoder: TransformerEncoder,
+        tokenizer: Tokenizer,
+        *,
+        pooling: Sequence[str],
+        dense: Sequence[tuple[dict[str, np.ndarray], str, str]] = (),
+        normalize: bool = False,
+        max_seq_length: int | None = None,
+        prompt: str | None = None,
+        include_prompt: bool = True,
+        lowercase: bool = False,
+    ):
+        if not isinstance(encoder, TransformerEncoder):
+            raise ValueError(f"encoder must be a TransformerEncoder; got {type(encoder).__name__}")
+        if not isinstance(tokenizer, Tokenizer):
+            raise ValueError(
+                f"tokenizer must be a tokenizers.Tokenizer; got {type(tokenizer).__name__}"
+            )
+        self.encoder = encoder
+        self.pooling = tuple(pooling)
+        self.normalize = bool(normalize)
+        cap = encoder.config.max_positions
+        self.max_seq_length = cap if max_seq_length is None else min(int(max_seq_length), cap)
+        self.prompt = prompt
+        self.include_prompt = include_prompt
+        self.lowercase = bool(lowercase)
+        self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_seq_length)
+        pad = self.tokenizer.token_to_id("[PAD]")
+        self.pad_id = encoder.config.pad_token_id if pad is None else pad
+        graphdef, state = nnx.split(encoder)
+        self._graphdef = graphdef
+        self._dense_spec = tuple(_Dense(act, res) for _, act, res in dense)
+        self.params = {
+            "encoder": state,
+            "dense": [{k: jnp.asarray(w) for k, w in p.items()} for p, _, _ in dense],
+        }
+        width = encoder.config.hidden_size * len(self.pooling)
+        for p, _, _ in dense:
+            width = p["kernel"].shape[1]
+        self.dim = width
+        self._forward_jit = jax.jit(self._forward, static_argnames=("normalize",))
+
+    # -- the pure function ---------------------------------------------------------------------
+
+    def embed(self, params, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """Pure, jitted ``(params, input_ids [B, T], attention_mask [B, T]) -> [B, dim]`` float32.
+
+        ``params`` has the structure of :attr:`params`; differentiate through it to fine-tune.
+        """
+        return self._forward_jit(params, input_ids, attention_mask, None, normalize=self.normalize)
+
+    def _forward(self, params, input_ids, attention_mask, pool_mask, *, normalize: bool):
+        model = nnx.merge(self._graphdef, params["encoder"])
+        hidden = model(input_ids, attention_mask).last_hidden_state
+        mask = attention_mask if pool_mask is None else pool_mask
+        x = pool(hidden, mask, self.pooling)
+        for p, spec in zip(params["dense"], self._dense_spec):
+            y = x @ p["kernel"]
+            if "bias" in p:
+                y = y + p["bias"][None, :]
+            y = _DENSE_ACTIVATIONS[spec.activation](y)
+            if spec.residual == "identity":
+                y = y + x
+            elif spec.residual == "projection":
+                y = y + x @ p["residual"]
+            x = y
+        if normalize:
+            x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+        return x
+
+    # -- text in, NumPy out --------------------------------------------------------------------
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Token ids and masks ``[B, T]``; ``T`` is the longest (truncated) input in ``texts``."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        length = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), length), self.pad_id, np.int32)
+        mask = np.zeros((len(encodings), length), np.int32)
+        for row, e in enumerate(encodings):
+            ids[row, : len(e.ids)] = e.ids
+            mask[row, : len(e.ids)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _prompt_length(self) -> int:
+        # As sentence-transformers: the prompt's token count without the closing special token.
+        return len(self.tokenizer.encode(self.prompt).ids) - 1
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed ``texts`` like ``SentenceTransformer.encode``; returns ``[N, dim]`` float32.
+
+        Args:
+          texts: non-empty sequence of strings.
+          batch_size: texts per forward pass (padded up to a multiple of the local devices, over
+            which each batch is sharded).
+          normalize: ``None`` follows the pipeline (its Normalize module, if any); ``True``
+            L2-normalises the output (like ``normalize_embeddings=True``); ``False`` returns the
+            output without the final normalisation.
+          show_progress: show a tqdm progress bar.
+
+        Returns:
+          ``[len(texts), dim]`` float32 NumPy array.
+        """
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise ValueError(f"texts must be a sequence of strings; got {type(texts).__name__}")
+        if len(texts) == 0:
+            raise ValueError("texts must not be empty; got 0 texts")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise ValueError(
+                f"texts must all be str; entry {bad[0]} is {type(texts[bad[0]]).__name__}"
+            )
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+        if normalize not in (None, True, False):
+            raise ValueError(f"normalize must be None, True or False; got {normalize!r}")
+        texts = list(texts)
+        if self.lowercase:
+            texts = [t.lower() for t in texts]
+        if self.prompt:
+            texts = [self.prompt + t for t in texts]
+        devices = jax.local_devices()
+        mesh = Mesh(np.asarray(devices), ("data",))
+        rows = NamedSharding(mesh, PartitionSpec("data"))
+        per_call = math.ceil(batch_size / len(devices)) * len(devices)
+        params = jax.device_put(self.params, NamedSharding(mesh, PartitionSpec()))
+        lengths = [len(t) for t in texts]
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        out = np.zeros((len(texts), self.dim), np.float32)
+        prompt_len = self._prompt_length() if self.prompt and not self.include_prompt else 0
+        want_norm = self.normalize if normalize is None else normalize
+        for start in tqdm(
+            range(0, len(texts), batch_size), disable=not show_progress, desc="embed", unit="batch"
+        ):
+            chunk = order[start : start + batch_size]
+            batch = self.tokenize([texts[i] for i in chunk])
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            # Pad rows to a multiple of the devices and length to a multiple of 16 (fewer
+            # recompilations); padded rows and positions are masked out.
+            length = min(self.max_seq_length, 16 * math.ceil(ids.shape[1] / 16))
+            ids = np.pad(
+                ids,
+                ((0, per_call - len(chunk)), (0, length - ids.shape[1])),
+                constant_values=self.pad_id,
+            )
+            mask = np.pad(mask, ((0, per_call - len(chunk)), (0, length - mask.shape[1])))
+            pool_mask = mask.copy()
+            if prompt_len:
+                pool_mask[:, :prompt_len] = 0
+            args = [jax.device_put(a, rows) for a in (ids, mask, pool_mask)]
+            emb = self._forward_jit(params, *args, normalize=want_norm)
+            out[chunk] = np.asarray(emb)[: len(chunk)]
+        return out
+
+
+def load_sentence_transformer(path: str | Path) -> Embedder:
+    """Load a sentence-transformers model directory as a JAX :class:`Embedder` (no torch).
+
+    Reads ``modules.json`` in both layouts found in the wild: the legacy one (types
+    ``sentence_transformers.models.*``, the Transformer in ``0_Transformer/`` or at the root,
+    ``sentence_bert_config.json`` with ``max_seq_length``/``do_lower_case``, Pooling config with
+    ``word_embedding_dimension`` and ``pooling_mode_*_tokens`` flags) and the v6 one (types
+    ``sentence_transformers.base.modules.*`` / ``sentence_transformer.modules.*``, Transformer
+    at the root, Pooling config ``{embedding_dimension, pooling_mode}``). Dense weights come from
+    each Dense directory's ``model.safetensors`` (``linear.weight [out, in]``, ``linear.bias``).
+    A default prompt from ``config_sentence_transformers.json`` is prepended as
+    ``SentenceTransformer.encode`` does, and excluded from pooling when the Pooling config says
+    ``include_prompt: false``.
+
+    Inputs longer than ``max_seq_length`` are truncated (special tokens kept), and
+    ``max_seq_length`` never exceeds the checkpoint's position table.
+
+    Args:
+      path: the sentence-transformers model directory.
+
+    Returns:
+      An :class:`Embedder` whose ``encode`` matches ``SentenceTransformer.encode`` for the same
+      checkpoint (float32, within 1e-4).
+
+    Raises:
+      ValueError: missing ``modules.json``, an unsupported module or pooling mode, a missing
+        tokenizer, or missing / mis-shaped tensors (named with expected and found shapes).
+
+    Examples:
+      >>> import tempfile
+      >>> from jaxemb.encoders import load_sentence_transformer
+      >>> load_sentence_transformer(tempfile.mkdtemp())
+      Traceback (most recent call last):
+      ...
+      ValueError: ... has no modules.json; ...
+
+    References:
+      Reimers & Gurevych 2019 (Sentence-BERT); ``sentence_transformers`` ``SentenceTransformer``
+      (``Transformer``, ``Pooling``, ``Dense``, ``Normalize`` modules, v2-v6 save layouts).
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ValueError(f"path must be a model directory; {str(path)!r} is not a directory")
+    modules_path = directory / "modules.json"
+    if not modules_path.is_file():
+        raise ValueError(
+            f"{directory} has no modules.json; is it a sentence-transformers directory? (use "
+            "load_hf_encoder for a plain Hugging Face model)"
+        )
+    try:
+        with open(modules_path, encoding="utf-8") as f:
+            entries = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"could not read {modules_path}: {err}") from err
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{modules_path} must be a non-empty JSON list of modules")
+    entries = sorted(entries, key=lambda e: int(e.get("idx", 0)))
+    kinds = [_module_kind(e, str(modules_path)) for e in entries]
+    if (
+        kinds[:2] != ["Transformer", "Pooling"]
+        or any(k not in ("Dense", "Normalize") for k in kinds[2:])
+        or "Normalize" in kinds[2:-1]
+    ):
+        raise ValueError(
+            f"{modules_path}: module order {kinds} is not supported; expected Transformer, "
+            "Pooling, then optional Dense modules and an optional final Normalize"
+        )
+
+    def module_dir(entry):
+        sub = str(entry.get("path", ""))
+        target = (directory / sub).resolve()
+        if directory.resolve() not in (target, *target.parents):
+            raise ValueError(f"{modules_path}: module path {sub!r} leaves the model directory")
+        return target
+
+    tdir = module_dir(entries[0])
+    encoder, tokenizer = load_hf_encoder(tdir)
+    if tokenizer is None:
+        raise ValueError(f"{tdir} has no tokenizer.json or vocab.txt; the Embedder needs one")
+    st_cfg_path = tdir / "sentence_bert_config.json"
+    st_cfg = _read_json(st_cfg_path, "sentence_bert_config") if st_cfg_path.is_file() else {}
+    max_len = _max_seq_length(tdir, encoder.config.max_positions)
+
+    pdir = module_dir(entries[1])
+    pool_cfg_path = pdir / "config.json"
+    if not pool_cfg_path.is_file():
+        raise ValueError(f"Pooling module directory {pdir} has no config.json")
+    pool_cfg = _read_json(pool_cfg_path, "Pooling config")
+    modes = _pooling_modes(pool_cfg, str(pool_cfg_path))
+    width = pool_cfg.get("embedding_dimension", pool_cfg.get("word_embedding_dimension"))
+    if width is not None and int(width) != encoder.config.hidden_size:
+        raise ValueError(
+            f"{pool_cfg_path}: embedding dimension {width} does not match the Transformer's "
+            f"hidden_size {encoder.config.hidden_size}"
+        )
+
+    dense = []
+    in_width = encoder.config.hidden_size * len(modes)
+    for entry, kind in zip(entries[2:], kinds[2:]):
+        if kind != "Dense":
+            continue
+        ddir = module_dir(entry)
+        cfg = _read_json(ddir / "config.json", "Dense config")
+        for key in ("module_input_name", "module_output_name"):
+            if cfg.get(key, "sentence_embedding") not in (None, "sentence_embedding"):
+                raise ValueError(f"{ddir}: Dense {key}={cfg[key]!r} is not supported")
+        din, dout = int(cfg.get("in_features", -1)), int(cfg.get("out_features", -1))
+        if din != in_width:
+            raise ValueError(
+                f"{ddir}: Dense in_features={din} does not match the incoming width {in_width}"
+            )
+        act_name = str(cfg.get("activation_function", "torch.nn.modules.activation.Tanh"))
+        act = act_name.rsplit(".", 1)[-1]
+        if act not in _DENSE_ACTIVATIONS:
+            raise ValueError(
+                f"{ddir}: Dense activation {act_name!r} is not supported; supported: "
+                f"{sorted(_DENSE_ACTIVATIONS)}"
+            )
+        tensors = read_safetensors(ddir)
+        expect = {"linear.weight": (dout, din)}
+        if cfg.get("bias", True):
+            expect["linear.bias"] = (dout,)
+        residual = "none"
+        if cfg.get("use_residual", False):
+            residual = "identity" if din == dout else "projection"
+            if residual == "projection":
+                expect["residual.weight"] = (dout, din)
+        for name, shape in expect.items():
+            if name not in tensors:
+                raise ValueError(f"{ddir}/model.safetensors is missing tensor {name}")
+            if tuple(tensors[name].shape) != shape:
+                raise ValueError(
+                    f"{ddir}/model.safetensors: tensor {name} has shape "
+                    f"{list(tensors[name].shape)}; expected {list(shape)}"
+                )
+        p = {"kernel": tensors["linear.weight"].T.astype(np.float32)}
+        if "linear.bias" in expect:
+            p["bias"] = tensors["linear.bias"].astype(np.float32)
+        if residual == "projection":
+            p["residual"] = tensors["residual.weight"].T.astype(np.float32)
+        dense.append((p, act, residual))
+        in_width = dout
+
+    prompt, include_prompt = None, bool(pool_cfg.get("include_prompt", True))
+    model_cfg_path = directory / "config_sentence_transformers.json"
+    if model_cfg_path.is_file():
+        model_cfg = _read_json(model_cfg_path, "config_sentence_transformers")
+        name = model_cfg.get("default_prompt_name")
+        if name:
+            prompts = model_cfg.get("prompts") or {}
+            if name not in prompts:
+                raise ValueError(f"{model_cfg_path}: default prompt {name!r} not in prompts")
+            prompt = prompts[name]
+    return Embedder(
+        encoder,
+        tokenizer,
+        pooling=modes,
+        dense=dense,
+        normalize=kinds[-1] == "Normalize",
+        max_seq_length=max_len,
+        prompt=prompt,
+        include_prompt=include_prompt,
+        lowercase=bool(st_cfg.get("do_lower_case", False)),
+    )
