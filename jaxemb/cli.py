@@ -4,6 +4,9 @@ Subcommands:
 
 - ``jaxemb analyze emb.npy [--labels labels.npy] [--other other.npy] --out DIR`` writes
   ``DIR/report.md`` with every diagnostic of :mod:`jaxemb.analysis` and its plots.
+- ``jaxemb embed --model DIR --input texts.txt --output emb.npy [--batch-size N]`` embeds one
+  text per line with a sentence-transformers (or plain BERT-family Hugging Face) checkpoint,
+  sharded over the local devices, with a progress bar.
 
 Adding a subcommand: write ``_add_<name>(subparsers)`` that creates its parser and sets
 ``handler=<function(args) -> int>`` with ``set_defaults``, and append it to ``_SUBCOMMANDS``.
@@ -301,7 +304,102 @@ def _add_analyze(subparsers: Any) -> None:
     p.set_defaults(handler=_analyze)
 
 
-_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_analyze,)
+# ---------------------------------------------------------------------------------------------
+# jaxemb embed
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_texts(path: str) -> list[str]:
+    """One text per line (``\\n`` or ``\\r\\n``), strictly UTF-8; every line is a text."""
+    p = Path(path)
+    if not p.is_file():
+        raise CLIError(f"input file not found: {path}")
+    data = p.read_bytes()
+    if not data:
+        raise CLIError(f"input {path} is empty; it must hold one text per line")
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    texts = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise CLIError(
+                f"input {path} line {number} is not valid UTF-8 ({err.reason} at byte "
+                f"{err.start}); re-encode the file as UTF-8"
+            ) from err
+        texts.append(text[:-1] if text.endswith("\r") else text)
+    if not texts:
+        raise CLIError(f"input {path} holds no lines")
+    return texts
+
+
+def _load_embedder(model_dir: str, pooling: str):
+    from jaxemb.encoders import Embedder, load_hf_encoder, load_sentence_transformer
+
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise CLIError(f"model directory not found: {model_dir}")
+    if (d / "modules.json").is_file():
+        return load_sentence_transformer(d)
+    encoder, tokenizer = load_hf_encoder(d)
+    if tokenizer is None:
+        raise CLIError(f"model directory {model_dir} has no tokenizer.json or vocab.txt")
+    return Embedder(encoder, tokenizer, pooling=(pooling,))
+
+
+def _embed(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be a positive integer; got {args.batch_size}")
+    out = Path(args.output)
+    if out.suffix != ".npy":
+        raise CLIError(f"--output must be a .npy path; got {args.output}")
+    if not out.parent.is_dir():
+        raise CLIError(f"output folder {out.parent} does not exist")
+    texts = _read_texts(args.input)
+    embedder = _load_embedder(args.model, args.pooling)
+    emb = embedder.encode(texts, batch_size=args.batch_size, show_progress=True)
+    # Write to a temporary file in the same folder and rename: never a partial output file.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, emb)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"{out}: {emb.shape[0]} x {emb.shape[1]} float32")
+    return EXIT_OK
+
+
+def _add_embed(subparsers: Any) -> None:
+    from jaxemb.encoders import POOL_METHODS
+
+    p = subparsers.add_parser(
+        "embed",
+        help="embed one text per line with a sentence-transformers / BERT checkpoint",
+        description=(
+            "Reads TEXTS (UTF-8, one text per line, empty lines included) and writes their "
+            "embeddings [N, D] float32 to OUTPUT. MODEL is a sentence-transformers directory "
+            "(modules.json: Transformer, Pooling, optional Dense and Normalize) or a plain "
+            "Hugging Face BERT-family directory (pooled with --pooling). Inputs longer than the "
+            "model's max_seq_length are truncated. Batches are sharded over the local devices."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--input", required=True, help="texts, UTF-8, one per line")
+    p.add_argument("--output", required=True, help="output .npy path")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
+    p.add_argument(
+        "--pooling",
+        default="mean",
+        choices=[m for m in POOL_METHODS if m not in ("first_last_mean", "attention")],
+        help="pooling for a plain Hugging Face directory (sentence-transformers ones say theirs)",
+    )
+    p.set_defaults(handler=_embed)
+
+
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_analyze, _add_embed)
 
 
 def build_parser() -> argparse.ArgumentParser:

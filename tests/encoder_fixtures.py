@@ -16,6 +16,7 @@ from safetensors.numpy import save_file
 from scipy.special import erf
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.processors import TemplateProcessing
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -52,6 +53,13 @@ def write_tokenizer(directory: Path) -> Tokenizer:
     """A WordPiece tokenizer trained on SENTENCES, saved as ``tokenizer.json``."""
     wp = BertWordPieceTokenizer(lowercase=True)
     wp.train_from_iterator(SENTENCES, vocab_size=120, min_frequency=1, show_progress=False)
+    # What a Hugging Face BERT tokenizer.json carries: [CLS] text [SEP].
+    cls, sep = wp.token_to_id("[CLS]"), wp.token_to_id("[SEP]")
+    wp.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
     directory.mkdir(parents=True, exist_ok=True)
     wp.save(str(directory / "tokenizer.json"))
     return Tokenizer.from_file(str(directory / "tokenizer.json"))
