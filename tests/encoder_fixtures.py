@@ -66,7 +66,7 @@ def write_tokenizer(directory: Path) -> Tokenizer:
 
 
 def bert_tensors(cfg: dict, seed: int, scale: float = 0.2) -> dict[str, np.ndarray]:
-    """Random weights with Hugging Face BertModel names and layouts (``Linear.weight`` = [out, in])."""
+    """Random weights with BertModel names and layouts (``Linear.weight`` is [out, in])."""
     rng = np.random.default_rng(seed)
     h, i = cfg["hidden_size"], cfg["intermediate_size"]
 
@@ -84,8 +84,12 @@ def bert_tensors(cfg: dict, seed: int, scale: float = 0.2) -> dict[str, np.ndarr
     }
     for n in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{n}."
-        for name in ("attention.self.query", "attention.self.key", "attention.self.value",
-                     "attention.output.dense"):
+        for name in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ):
             t[p + name + ".weight"], t[p + name + ".bias"] = w(h, h), w(h)
         t[p + "intermediate.dense.weight"], t[p + "intermediate.dense.bias"] = w(i, h), w(i)
         t[p + "output.dense.weight"], t[p + "output.dense.bias"] = w(h, i), w(h)
@@ -118,30 +122,42 @@ def np_bert(t: dict, cfg: dict, ids: np.ndarray, mask: np.ndarray, types=None) -
     types = np.zeros_like(ids) if types is None else types
     eps, heads = cfg["layer_norm_eps"], cfg["num_attention_heads"]
     dh = cfg["hidden_size"] // heads
-    x = (t["embeddings.word_embeddings.weight"][ids]
-         + t["embeddings.position_embeddings.weight"][np.arange(n)][None]
-         + t["embeddings.token_type_embeddings.weight"][types])
+    x = (
+        t["embeddings.word_embeddings.weight"][ids]
+        + t["embeddings.position_embeddings.weight"][np.arange(n)][None]
+        + t["embeddings.token_type_embeddings.weight"][types]
+    )
     x = _ln(x, t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"], eps)
     states = [x]
     neg = np.where(mask[:, None, None, :] > 0, 0.0, -1e30)
     for layer in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{layer}."
 
-        def lin(z, name):
+        def lin(z, name, p=p):
             return z @ t[p + name + ".weight"].T + t[p + name + ".bias"]
 
-        q, k, v = (lin(x, f"attention.self.{m}").reshape(b, n, heads, dh).transpose(0, 2, 1, 3)
-                   for m in ("query", "key", "value"))
+        q, k, v = (
+            lin(x, f"attention.self.{m}").reshape(b, n, heads, dh).transpose(0, 2, 1, 3)
+            for m in ("query", "key", "value")
+        )
         s = q @ k.transpose(0, 1, 3, 2) / math.sqrt(dh) + neg
         s = np.exp(s - s.max(-1, keepdims=True))
         s = s / s.sum(-1, keepdims=True)
         ctx = (s @ v).transpose(0, 2, 1, 3).reshape(b, n, heads * dh)
-        x = _ln(x + lin(ctx, "attention.output.dense"), t[p + "attention.output.LayerNorm.weight"],
-                t[p + "attention.output.LayerNorm.bias"], eps)
+        x = _ln(
+            x + lin(ctx, "attention.output.dense"),
+            t[p + "attention.output.LayerNorm.weight"],
+            t[p + "attention.output.LayerNorm.bias"],
+            eps,
+        )
         hmid = lin(x, "intermediate.dense")
         hmid = 0.5 * hmid * (1 + erf(hmid / math.sqrt(2)))
-        x = _ln(x + lin(hmid, "output.dense"), t[p + "output.LayerNorm.weight"],
-                t[p + "output.LayerNorm.bias"], eps)
+        x = _ln(
+            x + lin(hmid, "output.dense"),
+            t[p + "output.LayerNorm.weight"],
+            t[p + "output.LayerNorm.bias"],
+            eps,
+        )
         states.append(x)
     return states
 
@@ -214,27 +230,42 @@ def write_sentence_transformer(
     h = cfg["hidden_size"]
     if layout == "legacy":
         (tdir / "sentence_bert_config.json").write_text(
-            json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}))
+            json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False})
+        )
     else:
-        (tdir / "sentence_bert_config.json").write_text(json.dumps({
-            "transformer_task": "feature-extraction",
-            "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
-            "module_output_name": "token_embeddings",
-        }))
-        (tdir / "tokenizer_config.json").write_text(json.dumps({"model_max_length": max_seq_length}))
+        (tdir / "sentence_bert_config.json").write_text(
+            json.dumps(
+                {
+                    "transformer_task": "feature-extraction",
+                    "modality_config": {
+                        "text": {"method": "forward", "method_output_name": "last_hidden_state"}
+                    },
+                    "module_output_name": "token_embeddings",
+                }
+            )
+        )
+        (tdir / "tokenizer_config.json").write_text(
+            json.dumps({"model_max_length": max_seq_length})
+        )
     modules = [{"idx": 0, "name": "0", "path": tpath, "type": types["Transformer"]}]
     pdir = directory / "1_Pooling"
     pdir.mkdir()
     if layout == "legacy":
         flags = {
-            "pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
-            "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-            "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken",
+            "pooling_mode_cls_token": "cls",
+            "pooling_mode_mean_tokens": "mean",
+            "pooling_mode_max_tokens": "max",
+            "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+            "pooling_mode_weightedmean_tokens": "weightedmean",
+            "pooling_mode_lasttoken": "lasttoken",
         }
         pcfg = {"word_embedding_dimension": h, **{k: m in modes for k, m in flags.items()}}
     else:
-        pcfg = {"embedding_dimension": h, "pooling_mode": modes[0] if len(modes) == 1 else list(modes),
-                "include_prompt": True}
+        pcfg = {
+            "embedding_dimension": h,
+            "pooling_mode": modes[0] if len(modes) == 1 else list(modes),
+            "include_prompt": True,
+        }
     (pdir / "config.json").write_text(json.dumps(pcfg))
     modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": types["Pooling"]})
     dense_tensors = []
@@ -245,24 +276,35 @@ def write_sentence_transformer(
         ddir.mkdir()
         wgt = (rng.standard_normal((out, width)) / math.sqrt(width)).astype(np.float32)
         bias = (0.1 * rng.standard_normal(out)).astype(np.float32)
-        (ddir / "config.json").write_text(json.dumps({
-            "in_features": width, "out_features": out, "bias": True,
-            "activation_function": f"torch.nn.modules.activation.{act}"}))
+        (ddir / "config.json").write_text(
+            json.dumps(
+                {
+                    "in_features": width,
+                    "out_features": out,
+                    "bias": True,
+                    "activation_function": f"torch.nn.modules.activation.{act}",
+                }
+            )
+        )
         save_file({"linear.weight": wgt, "linear.bias": bias}, str(ddir / "model.safetensors"))
-        modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Dense", "type": types["Dense"]})
+        modules.append(
+            {"idx": idx, "name": str(idx), "path": f"{idx}_Dense", "type": types["Dense"]}
+        )
         dense_tensors.append((wgt, bias, act))
         width = out
     if normalize:
         idx = len(modules)
         (directory / f"{idx}_Normalize").mkdir()
-        modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Normalize",
-                        "type": types["Normalize"]})
+        modules.append(
+            {"idx": idx, "name": str(idx), "path": f"{idx}_Normalize", "type": types["Normalize"]}
+        )
     (directory / "modules.json").write_text(json.dumps(modules))
     return cfg, tensors, tok, dense_tensors
 
 
-def np_sentence_embeddings(cfg, tensors, tok, dense_tensors, texts, *, modes, normalize,
-                           max_seq_length):
+def np_sentence_embeddings(
+    cfg, tensors, tok, dense_tensors, texts, *, modes, normalize, max_seq_length
+):
     """What SentenceTransformer.encode computes, in float64 NumPy."""
     ids, mask = tokenize(tok, texts, max_seq_length)
     h = np_bert(tensors, cfg, ids, mask)[-1]

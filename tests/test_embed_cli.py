@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from encoder_fixtures import SENTENCES, np_bert, np_sentence_embeddings, tokenize, write_bert
-from encoder_fixtures import write_sentence_transformer
+from encoder_fixtures import (
+    SENTENCES,
+    np_bert,
+    np_sentence_embeddings,
+    tokenize,
+    write_bert,
+    write_sentence_transformer,
+)
 
 from jaxemb.cli import main
 
@@ -22,12 +28,24 @@ def test_embed_writes_sentence_embeddings(st_model, tmp_path, capsys):
     texts = SENTENCES + ["", "ünïcode text"]
     (tmp_path / "texts.txt").write_text("\r\n".join(texts) + "\n", encoding="utf-8")
     out = tmp_path / "emb.npy"
-    rc = main(["embed", "--model", str(d), "--input", str(tmp_path / "texts.txt"),
-               "--output", str(out), "--batch-size", "3"])
+    rc = main(
+        [
+            "embed",
+            "--model",
+            str(d),
+            "--input",
+            str(tmp_path / "texts.txt"),
+            "--output",
+            str(out),
+            "--batch-size",
+            "3",
+        ]
+    )
     assert rc == 0
     got = np.load(out)
-    want = np_sentence_embeddings(cfg, tensors, tok, dts, texts, modes=("mean",), normalize=True,
-                                  max_seq_length=16)
+    want = np_sentence_embeddings(
+        cfg, tensors, tok, dts, texts, modes=("mean",), normalize=True, max_seq_length=16
+    )
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     assert "10 x 8" in capsys.readouterr().out
 
@@ -36,11 +54,26 @@ def test_embed_plain_hf_directory_with_cls_pooling(tmp_path):
     cfg, tensors, tok = write_bert(tmp_path / "bert", seed=3)
     (tmp_path / "t.txt").write_text("\n".join(SENTENCES[:3]), encoding="utf-8")
     out = tmp_path / "e.npy"
-    assert main(["embed", "--model", str(tmp_path / "bert"), "--input", str(tmp_path / "t.txt"),
-                 "--output", str(out), "--pooling", "cls"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                str(tmp_path / "bert"),
+                "--input",
+                str(tmp_path / "t.txt"),
+                "--output",
+                str(out),
+                "--pooling",
+                "cls",
+            ]
+        )
+        == 0
+    )
     ids, mask = tokenize(tok, SENTENCES[:3], 40)
-    np.testing.assert_allclose(np.load(out), np_bert(tensors, cfg, ids, mask)[-1][:, 0],
-                               atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        np.load(out), np_bert(tensors, cfg, ids, mask)[-1][:, 0], atol=1e-4, rtol=0
+    )
 
 
 def test_embed_bad_inputs_write_nothing(st_model, tmp_path, capsys):
@@ -57,9 +90,35 @@ def test_embed_bad_inputs_write_nothing(st_model, tmp_path, capsys):
     for extra, message in cases:
         assert main(["embed", "--model", str(d), "--output", str(out), *extra]) == 2
         assert message in " ".join(capsys.readouterr().err.split())
-    assert main(["embed", "--model", str(tmp_path), "--input", str(tmp_path / "good.txt"),
-                 "--output", str(out)]) == 2
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                str(tmp_path),
+                "--input",
+                str(tmp_path / "good.txt"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "no config.json" in " ".join(capsys.readouterr().err.split())
-    assert main(["embed", "--model", str(d), "--input", str(tmp_path / "good.txt"),
-                 "--output", str(out), "--batch-size", "0"]) == 2
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                str(d),
+                "--input",
+                str(tmp_path / "good.txt"),
+                "--output",
+                str(out),
+                "--batch-size",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert not out.exists() and not list(tmp_path.glob(".o.npy*"))

@@ -43,8 +43,9 @@ def test_hf_encoder_matches_numpy_bert_all_layers(bert_dir):
     for got, want in zip(out.hidden_states, ref):
         real = mask.astype(bool)
         np.testing.assert_allclose(np.asarray(got)[real], want[real], atol=ATOL, rtol=0)
-    np.testing.assert_allclose(np.asarray(out.last_hidden_state)[mask > 0], ref[-1][mask > 0],
-                               atol=ATOL, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(out.last_hidden_state)[mask > 0], ref[-1][mask > 0], atol=ATOL, rtol=0
+    )
 
 
 def test_padding_never_leaks(bert_dir):
@@ -62,7 +63,9 @@ def test_task_head_prefix_and_legacy_layernorm_names(tmp_path, bert_dir):
     d, cfg, tensors, tok = bert_dir
     renamed = {}
     for k, val in tensors.items():
-        k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+            "LayerNorm.bias", "LayerNorm.beta"
+        )
         renamed["bert." + k] = val
     renamed["cls.predictions.bias"] = np.zeros(cfg["vocab_size"], np.float32)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
@@ -72,7 +75,10 @@ def test_task_head_prefix_and_legacy_layernorm_names(tmp_path, bert_dir):
     ids, mask = tokenize(tok, SENTENCES[:2], 40)
     np.testing.assert_allclose(
         np.asarray(enc(ids, mask).last_hidden_state)[mask > 0],
-        np_bert(tensors, cfg, ids, mask)[-1][mask > 0], atol=ATOL, rtol=0)
+        np_bert(tensors, cfg, ids, mask)[-1][mask > 0],
+        atol=ATOL,
+        rtol=0,
+    )
 
 
 def test_sequence_longer_than_position_table_is_refused(bert_dir):
@@ -106,18 +112,25 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, bert_dir):
     d = _copy_bert(src, tmp_path / "t5", config={"model_type": "t5", "architectures": ["T5Model"]})
     with pytest.raises(ValueError, match=r"'t5'.*T5Model.*supported model types: bert"):
         load_hf_encoder(d)
-    d = _copy_bert(src, tmp_path / "missing",
-                   mutate=lambda t: t.pop("encoder.layer.1.output.dense.weight"))
-    with pytest.raises(ValueError, match=r"missing tensors: encoder\.layer\.1\.output\.dense\.weight"):
+    d = _copy_bert(
+        src, tmp_path / "missing", mutate=lambda t: t.pop("encoder.layer.1.output.dense.weight")
+    )
+    with pytest.raises(
+        ValueError, match=r"missing tensors: encoder\.layer\.1\.output\.dense\.weight"
+    ):
         load_hf_encoder(d)
 
     def shrink(t):
         t["encoder.layer.0.attention.self.key.weight"] = t[
-            "encoder.layer.0.attention.self.key.weight"][:, :5]
+            "encoder.layer.0.attention.self.key.weight"
+        ][:, :5]
 
     d = _copy_bert(src, tmp_path / "shape", mutate=shrink)
-    with pytest.raises(ValueError, match=r"attention\.self\.key\.weight has shape \[32, 5\]; "
-                                         r"expected \[32, 32\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"attention\.self\.key\.weight has shape \[32, 5\]; "
+        r"expected \[32, 32\]",
+    ):
         load_hf_encoder(d)
     d = tmp_path / "pickle"
     d.mkdir()
@@ -147,17 +160,21 @@ def test_sentence_transformer_matches_numpy_pipeline(tmp_path, layout, modes, de
     # The last text is longer than max_seq_length: it is truncated, as SentenceTransformer does.
     texts = SENTENCES[:5] + [" ".join(SENTENCES[5:])]
     got = model.encode(texts, batch_size=4)
-    want = np_sentence_embeddings(cfg, tensors, tok, dts, texts, modes=modes,
-                                  normalize=normalize, max_seq_length=12)
+    want = np_sentence_embeddings(
+        cfg, tensors, tok, dts, texts, modes=modes, normalize=normalize, max_seq_length=12
+    )
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
     # Batch composition does not matter.
-    np.testing.assert_allclose(model.encode(texts[::-1], batch_size=1)[::-1], got, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        model.encode(texts[::-1], batch_size=1)[::-1], got, atol=1e-5, rtol=0
+    )
     # normalize=True L2-normalises; normalize=False drops the pipeline's Normalize module.
     unit = model.encode(texts, normalize=True)
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
-    raw = np_sentence_embeddings(cfg, tensors, tok, dts, texts, modes=modes, normalize=False,
-                                 max_seq_length=12)
+    raw = np_sentence_embeddings(
+        cfg, tensors, tok, dts, texts, modes=modes, normalize=False, max_seq_length=12
+    )
     np.testing.assert_allclose(model.encode(texts, normalize=False), raw, atol=ATOL, rtol=0)
 
 
@@ -191,7 +208,9 @@ def test_sentence_transformer_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         model.encode(["a"], batch_size=0)
     modules = json.loads((tmp_path / "m" / "modules.json").read_text())
-    modules.insert(2, {"idx": 2, "name": "x", "path": "x", "type": "sentence_transformers.models.LSTM"})
+    modules.insert(
+        2, {"idx": 2, "name": "x", "path": "x", "type": "sentence_transformers.models.LSTM"}
+    )
     (tmp_path / "m" / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ValueError, match="'sentence_transformers.models.LSTM' is not supported"):
         load_sentence_transformer(tmp_path / "m")
