@@ -571,7 +571,9 @@ def param_shardings(
     Args:
       module: an NNX module whose parameters carry ``out_sharding`` logical names (every
         encoder in :mod:`jaxemb.encoders` does).
-      mesh: the device mesh.
+      mesh: the device mesh, with ``AxisType.Auto`` axes so XLA propagates the parameter
+        shardings through the computation (with explicit axes, sharded contractions need
+        ``out_sharding`` annotations this encoder does not write).
       rules: ``(logical_axis, mesh_axis_or_None)`` pairs; unnamed logical axes replicate.
 
     Returns:
@@ -585,7 +587,8 @@ def param_shardings(
       >>> cfg = TransformerConfig(vocab_size=20, hidden_size=8, num_layers=1, num_heads=2,
       ...                         intermediate_size=16, max_positions=4)
       >>> enc = TransformerEncoder(cfg, rngs=nnx.Rngs(0))
-      >>> mesh = jax.make_mesh((4, 2), ("data", "model"))
+      >>> auto = (jax.sharding.AxisType.Auto,) * 2
+      >>> mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=auto)
       >>> s = param_shardings(enc, mesh)
       >>> s["layers"][0]["intermediate"]["kernel"].spec
       P(None, 'model')
