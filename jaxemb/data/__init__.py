@@ -7,6 +7,9 @@ through the same ``data_source`` / ``make_pipeline`` path.
 """
 
 from jaxemb.data._augment import augment_images as augment_images
+from jaxemb.data._code_search import PythonCodeSearch as PythonCodeSearch
+from jaxemb.data._code_search import harvest_python_code_search as harvest_python_code_search
+from jaxemb.data._code_search import python_code_search_tokenizer as python_code_search_tokenizer
 from jaxemb.data._digits import Digits as Digits
 from jaxemb.data._paths import default_data_dir as default_data_dir
 from jaxemb.data._pipeline import BatchIterator as BatchIterator
@@ -22,10 +25,13 @@ __all__ = [
     "Digits",
     "PlantedDictionary",
     "PlantedDictionaryConfig",
+    "PythonCodeSearch",
     "augment_images",
     "data_source",
     "default_data_dir",
+    "harvest_python_code_search",
     "load_arrays",
     "make_pipeline",
     "planted_dictionary_atoms",
+    "python_code_search_tokenizer",
 ]

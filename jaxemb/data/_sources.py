@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxemb.data import _digits, _paths, _planted
+from jaxemb.data import _code_search, _digits, _paths, _planted
 
 EMBEDDED_BUILDERS = {
     "digits": _digits.Digits,
     "planted_dictionary": _planted.PlantedDictionary,
+    "python_code_search": _code_search.PythonCodeSearch,
 }
 
 
