@@ -128,13 +128,15 @@ def _check_split(split: Any, available: Sequence[str], name: str) -> None:
 def data_source(name: str, split: str, *, data_dir=None, config=None) -> Sequence[Any]:
     """Returns a random-access source of decoded examples for one split of a TFDS dataset.
 
-    jaxemb's embedded datasets (``"digits"``, ``"planted_dictionary"``) are prepared into
-    ``data_dir`` on first use (about 1 s and 5 s; safe when several processes start together).
+    jaxemb's embedded datasets (``"digits"``, ``"planted_dictionary"``,
+    ``"python_code_search"``) are prepared into ``data_dir`` on first use (about 1 to 5 s each;
+    safe when several processes start together).
     Any other name goes through ``tfds.data_source`` and must be a TFDS dataset prepared (or
     preparable) in array_record format in ``data_dir``. Each element is a dict of NumPy values.
 
     Args:
-      name: ``"digits"``, ``"planted_dictionary"`` or a TFDS dataset name (e.g. ``"mnist"``).
+      name: ``"digits"``, ``"planted_dictionary"``, ``"python_code_search"`` or a TFDS dataset
+        name (e.g. ``"mnist"``).
       split: a split name (``"train"``, ``"test"``) or a TFDS slice such as ``"train[:10%]"``.
       data_dir: the TFDS data directory; ``None`` means ``default_data_dir()``.
       config: builder config: for ``planted_dictionary`` a config name (``"default"``,
