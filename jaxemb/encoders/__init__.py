@@ -9,35 +9,51 @@ from jaxemb.encoders._hf import load_hf_encoder as load_hf_encoder
 from jaxemb.encoders._pool import POOL_METHODS as POOL_METHODS
 from jaxemb.encoders._pool import AttentionPool as AttentionPool
 from jaxemb.encoders._pool import pool as pool
+from jaxemb.encoders._set import SetEncoder as SetEncoder
 from jaxemb.encoders._simple import ConvEncoder as ConvEncoder
 from jaxemb.encoders._simple import MLPEncoder as MLPEncoder
 from jaxemb.encoders._st import Embedder as Embedder
 from jaxemb.encoders._st import load_sentence_transformer as load_sentence_transformer
+from jaxemb.encoders._towers import EquiangularClassifier as EquiangularClassifier
+from jaxemb.encoders._towers import FixedWeight as FixedWeight
+from jaxemb.encoders._towers import SimplexClassifier as SimplexClassifier
+from jaxemb.encoders._towers import TwoTower as TwoTower
+from jaxemb.encoders._towers import equiangular_basis as equiangular_basis
+from jaxemb.encoders._towers import regular_simplex as regular_simplex
 from jaxemb.encoders._transformer import TENSOR_PARALLEL_RULES as TENSOR_PARALLEL_RULES
 from jaxemb.encoders._transformer import EncoderOutput as EncoderOutput
 from jaxemb.encoders._transformer import TransformerConfig as TransformerConfig
 from jaxemb.encoders._transformer import TransformerEncoder as TransformerEncoder
 from jaxemb.encoders._transformer import TransformerLayer as TransformerLayer
 from jaxemb.encoders._transformer import param_shardings as param_shardings
+from jaxemb.encoders._vit import ViTEncoder as ViTEncoder
 
 __all__ = [
     "POOL_METHODS",
-    "TENSOR_PARALLEL_RULES",
     "SUPPORTED_MODEL_TYPES",
+    "TENSOR_PARALLEL_RULES",
     "AttentionPool",
-    "Embedder",
     "ConvEncoder",
+    "Embedder",
     "EncoderOutput",
+    "EquiangularClassifier",
+    "FixedWeight",
     "L2Normalize",
     "MLPEncoder",
     "MatryoshkaHead",
     "ProjectionHead",
+    "SetEncoder",
+    "SimplexClassifier",
     "TransformerConfig",
     "TransformerEncoder",
     "TransformerLayer",
+    "TwoTower",
+    "ViTEncoder",
+    "equiangular_basis",
     "load_hf_encoder",
     "load_sentence_transformer",
     "nested_mask",
     "param_shardings",
     "pool",
+    "regular_simplex",
 ]
