@@ -77,6 +77,17 @@ class BatchTopKSAE(DenseSAE):
     been estimated (``θ < 0``, a fresh model) inference falls back to batch top-k. The loss is
     TopK's, ``FVU + aux_coef · AuxK``.
 
+    Training note: when row norms are heavy-tailed, the batch-wide selection at initialisation
+    (``W_enc = W_decᵀ``) gives the largest rows of a batch hundreds of latents each. Their
+    reconstructions overshoot, and the first gradients are about 10× the later ones. Plain Adam
+    keeps a memory of those gradients (``b2 = 0.999``), and many latents end up firing only on
+    the largest rows. Clipping the global gradient norm (as dictionary_learning's trainer does,
+    e.g. ``optax.chain(optax.clip_by_global_norm(...), optax.adam(lr))``) and
+    ``normalize_decoder=False`` both shorten that phase; tests/test_sae_recovery.py measures it.
+    ``θ`` starts from the first batch, so after a short training it still mostly reflects the
+    untrained model; before using inference mode, set ``model.threshold[...]`` from the
+    ``min_kept`` metric of recent batches.
+
     Args:
       d_in: input width.
       d_sae: number of latents.
