@@ -51,14 +51,20 @@ def _median_times(fns, reps: int) -> list[float]:
 
 def _sparsify_step(args, x_np):
     """A zero-argument callable running one sparsify SparseCoder Adam step, or None."""
+    import os
+
     import torch  # only reached when sparsify (hence torch) is installed
-    from sparsify import SparseCoder, SparseCoderConfig
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        # sparsify's Triton decoder needs a GPU; its own switch selects the eager decoder.
+        os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
+    from sparsify import SparseCoder, SparseCoderConfig
+
     cfg = SparseCoderConfig(num_latents=args.d_sae, k=args.k)
     coder = SparseCoder(args.d_in, cfg, device=device, dtype=torch.float32)
     opt = torch.optim.Adam(coder.parameters(), lr=1e-4)
-    x = torch.as_tensor(x_np, device=device)
+    x = torch.as_tensor(x_np.copy(), device=device)
     dead = torch.zeros(args.d_sae, dtype=torch.bool, device=device)
 
     def step():

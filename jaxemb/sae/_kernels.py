@@ -34,6 +34,29 @@ def _slots(*arrays):
     return tuple(a.T for a in arrays)
 
 
+def _scatter_rows(n_out: int, indices: jax.Array, coeffs: jax.Array, rows: jax.Array):
+    """``out[indices[n, j]] += coeffs[n, j] · rows[n]`` into a zero ``[n_out, D]`` array.
+
+    The ``N·k`` updates are sorted by destination first and applied in ``k`` chunks of ``N``
+    sorted indices, so consecutive writes land on nearby rows: on CPU this is about twice as
+    fast as scattering slot by slot in batch order. Out-of-range indices are dropped.
+    """
+    n, k = indices.shape
+    flat = indices.reshape(-1)
+    order = jnp.argsort(flat)
+    src = (order // k).reshape(k, n)
+    dst = flat[order].reshape(k, n)
+    coef = coeffs.reshape(-1)[order].reshape(k, n)
+
+    def body(out, chunk):
+        r, i, c = chunk
+        upd = c[:, None] * jnp.take(rows, r, axis=0)
+        return out.at[i].add(upd, mode="drop", indices_are_sorted=True), None
+
+    out, _ = jax.lax.scan(body, jnp.zeros((n_out, rows.shape[1]), rows.dtype), (src, dst, coef))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # sparse decode
 
@@ -61,15 +84,13 @@ def _sparse_decode_bwd(res, g):
     acc = jnp.promote_types(jnp.promote_types(g.dtype, W_dec.dtype), jnp.float32)
     g32 = g.astype(acc)
 
-    def body(d_W, slot):
-        v_j, i_j = slot
+    def body(carry, i_j):
         # ∂values[n, j] = ⟨g[n], W_dec[indices[n, j]]⟩: a gather-dot.
-        d_v = jnp.sum(jnp.take(W_dec, i_j, axis=0).astype(acc) * g32, axis=1)
-        # ∂W_dec[indices[n, j]] += values[n, j] · g[n]: only the selected rows are written.
-        d_W = d_W.at[i_j].add(v_j.astype(acc)[:, None] * g32, mode="drop")
-        return d_W, d_v
+        return carry, jnp.sum(jnp.take(W_dec, i_j, axis=0).astype(acc) * g32, axis=1)
 
-    d_W, d_values = jax.lax.scan(body, jnp.zeros(W_dec.shape, acc), _slots(values, indices))
+    _, d_values = jax.lax.scan(body, None, indices.T)
+    # ∂W_dec[indices[n, j]] += values[n, j] · g[n]: only the selected rows are written.
+    d_W = _scatter_rows(W_dec.shape[0], indices, values.astype(acc), g32)
     return d_values.T.astype(values.dtype), None, d_W.astype(W_dec.dtype)
 
 
@@ -146,13 +167,9 @@ def _gather_pre_bwd(res, g):
     d_b_enc = jnp.zeros((d_sae,), acc).at[indices.reshape(-1)].add(g32.reshape(-1), mode="drop")
     xc = x.astype(acc) - b_dec.astype(acc)[None, :]
 
-    def w_body(d_W_t, slot):
-        g_j, i_j = slot
-        # ∂W_enc[:, indices[n, j]] += (x[n] − b_dec) · g[n, j], built as rows of ∂W_encᵀ
-        # (contiguous scatter); only the selected columns are written.
-        return d_W_t.at[i_j].add(g_j[:, None] * xc, mode="drop"), None
-
-    d_W_enc_t, _ = jax.lax.scan(w_body, jnp.zeros((d_sae, d_in), acc), _slots(g32, indices))
+    # ∂W_enc[:, indices[n, j]] += (x[n] − b_dec) · g[n, j], built as rows of ∂W_encᵀ
+    # (contiguous scatter); only the selected columns are written.
+    d_W_enc_t = _scatter_rows(d_sae, indices, g32, xc)
     # ∂b_dec = −Σ_n ∂(x − b_dec)[n] = −W_enc ∂b_enc: a mat-vec, so the gather below is dead code
     # (removed by XLA) when the gradient with respect to x is not used.
     d_b_dec = -(W_enc.astype(acc) @ d_b_enc)
