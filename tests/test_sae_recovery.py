@@ -102,7 +102,13 @@ def test_batchtopk_recovers_planted_dictionary(planted):
     # which confirms the cause; it is not done here.)
     x, atoms = planted
     model = sae.BatchTopKSAE(
-        64, D_SAE, k=6, rngs=nnx.Rngs(0), dead_threshold=100_000, normalize_decoder=False
+        64,
+        D_SAE,
+        k=6,
+        rngs=nnx.Rngs(0),
+        dead_threshold=100_000,
+        normalize_decoder=False,
+        threshold_start_step=100,
     )
     tx = optax.chain(optax.clip_by_global_norm(1e-2), optax.adam(1e-2))
     state, m = train(model, x, steps=350, tx=tx, batch=2048)

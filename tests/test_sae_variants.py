@@ -332,9 +332,16 @@ def test_batchtopk_loss_and_threshold(rng, n_dead):
     np.testing.assert_allclose(m["min_kept"], min_kept, rtol=1e-5)
     assert float(model.threshold[...]) < 0  # the pure loss leaves θ alone
 
-    # training_loss updates θ: first batch sets it, later batches move it by an EMA.
+    # training_loss leaves θ alone for calls 0..threshold_start_step (dictionary_learning's
+    # `step > threshold_start_step`), then the first estimated batch sets it and later batches
+    # move it by an EMA.
     model.threshold_decay = 0.9
+    model.threshold_start_step = 1
+    for _ in range(2):
+        model.training_loss(x)
+        assert float(model.threshold[...]) < 0
     model.training_loss(x)
+    assert int(model.training_calls[...]) == 3
     np.testing.assert_allclose(model.threshold[...], min_kept, rtol=1e-5)
     x2 = rng.normal(size=(10, d_in)).astype(np.float32)
     min2 = np_batchtopk(p, x2, k)["z"]
@@ -356,7 +363,9 @@ def test_batchtopk_loss_and_threshold(rng, n_dead):
 
 
 def test_batchtopk_train_step_keeps_threshold_in_buffers(rng):
-    model = sae.BatchTopKSAE(8, 32, k=2, rngs=nnx.Rngs(0), threshold_decay=0.5)
+    model = sae.BatchTopKSAE(
+        8, 32, k=2, rngs=nnx.Rngs(0), threshold_decay=0.5, threshold_start_step=-1
+    )
     x1, x2 = (rng.normal(size=(16, 8)).astype(np.float32) for _ in range(2))
     train_step, state = sae.make_train_step(model, optax.sgd(0.0), donate=False)
     p = np_params(model)

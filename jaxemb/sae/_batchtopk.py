@@ -21,6 +21,10 @@ class RunningThreshold(nnx.Variable):
     """BatchTopK's inference threshold ``θ`` (non-trainable; negative until first estimated)."""
 
 
+class TrainingCalls(nnx.Variable):
+    """Number of :meth:`BatchTopKSAE.training_loss` calls so far (int32 scalar, non-trainable)."""
+
+
 def batch_topk(acts: jax.Array, k: Any, *, k_max: int | None = None) -> jax.Array:
     """Keeps the ``N·k`` largest entries of a whole ``[N, d_sae]`` batch, zeroing the rest.
 
@@ -71,7 +75,9 @@ class BatchTopKSAE(DenseSAE):
     ``N·k`` largest entries of ``relu(pre)`` over the whole ``[N, d_sae]`` batch, so rows may
     use more or fewer than ``k`` latents. Each training call also updates a running threshold
     ``θ`` (an exponential moving average, decay ``threshold_decay``, of the smallest positive
-    kept activation of the batch; the first batch sets it). Inference (``encode(x)``, the
+    kept activation of the batch). As in dictionary_learning, ``θ`` is only estimated after
+    ``threshold_start_step`` training steps (the first estimated batch sets it), so it reflects
+    a trained encoder rather than the initialisation. Inference (``encode(x)``, the
     default, and ``__call__``) is then a JumpReLU with one global threshold:
     ``z = relu(pre) · 1[relu(pre) > θ]``, independent of the rest of the batch. Until ``θ`` has
     been estimated (``θ < 0``, a fresh model) inference falls back to batch top-k. The loss is
@@ -84,9 +90,6 @@ class BatchTopKSAE(DenseSAE):
     the largest rows. Clipping the global gradient norm (as dictionary_learning's trainer does,
     e.g. ``optax.chain(optax.clip_by_global_norm(...), optax.adam(lr))``) and
     ``normalize_decoder=False`` both shorten that phase; tests/test_sae_recovery.py measures it.
-    ``θ`` starts from the first batch, so after a short training it still mostly reflects the
-    untrained model; before using inference mode, set ``model.threshold[...]`` from the
-    ``min_kept`` metric of recent batches.
 
     Args:
       d_in: input width.
@@ -97,6 +100,8 @@ class BatchTopKSAE(DenseSAE):
       aux_coef: weight of AuxK (1/32).
       threshold_decay: EMA decay of ``θ`` (0.999 as in the reference ``threshold_beta``);
         0 keeps only the last batch's value.
+      threshold_start_step: ``θ`` is updated by training calls with 0-based index
+        ``> threshold_start_step`` (the reference's ``threshold_start_step=1000``).
       init_encoder_from_decoder: initialise ``W_enc = W_decᵀ``.
       normalize_decoder: keep decoder rows unit-norm.
       param_dtype: dtype of the parameters.
@@ -105,6 +110,7 @@ class BatchTopKSAE(DenseSAE):
       W_enc, b_enc, W_dec, b_dec: ``nnx.Param`` in the SAELens layout.
       threshold: :class:`RunningThreshold` scalar ``θ`` (SAELens' JumpReLU export stores it
         per latent).
+      training_calls: :class:`TrainingCalls` counter of training steps seen.
       input_scale: :class:`InputScale` scalar.
 
     Examples:
@@ -122,7 +128,8 @@ class BatchTopKSAE(DenseSAE):
 
     References:
       Bussmann, Leask and Nanda, "BatchTopK Sparse Autoencoders" (2024); their reference in
-      ``dictionary_learning`` (``BatchTopKSAE``, ``threshold_beta=0.999``); SAELens
+      ``dictionary_learning`` (``BatchTopKSAE``, ``threshold_beta=0.999``,
+      ``threshold_start_step=1000``); SAELens
       ``BatchTopKTrainingSAE``.
     """
 
@@ -136,6 +143,7 @@ class BatchTopKSAE(DenseSAE):
         dead_threshold: int = 10_000_000,
         aux_coef: float = 1 / 32,
         threshold_decay: float = 0.999,
+        threshold_start_step: int = 1000,
         init_encoder_from_decoder: bool = True,
         normalize_decoder: bool = True,
         param_dtype: Any = jnp.float32,
@@ -148,6 +156,7 @@ class BatchTopKSAE(DenseSAE):
         v.check_positive(threshold_decay, "threshold_decay", strict=False)
         if threshold_decay >= 1:
             raise ValueError(f"threshold_decay must be in [0, 1); got {threshold_decay!r}")
+        v.check_int(threshold_start_step, "threshold_start_step", minimum=-1)
         self._init_shared(
             d_in,
             d_sae,
@@ -160,7 +169,9 @@ class BatchTopKSAE(DenseSAE):
         self.k = k
         self.aux_coef = float(aux_coef)
         self.threshold_decay = float(threshold_decay)
+        self.threshold_start_step = int(threshold_start_step)
         self.threshold = RunningThreshold(-jnp.ones((), jnp.float32))
+        self.training_calls = TrainingCalls(jnp.zeros((), jnp.int32))
 
     def _code_train(self, pre: jax.Array, k: Any = None, k_max: int | None = None):
         if k is None:
@@ -222,10 +233,13 @@ class BatchTopKSAE(DenseSAE):
         k, k_max = _check_k(k, k_max, self.d_sae)
         loss, metrics, out, min_kept = _batchtopk_loss(self, jnp.asarray(x), dead_mask, k, k_max)
         old = self.threshold[...]
+        step = self.training_calls[...]  # 0-based index of this training call
         decay = jnp.asarray(self.threshold_decay, old.dtype)
         ema = jnp.where(old < 0, min_kept, decay * old + (1 - decay) * min_kept)
-        new = jnp.where(jnp.isfinite(min_kept), ema, old)
+        update = jnp.isfinite(min_kept) & (step > self.threshold_start_step)
+        new = jnp.where(update, ema, old)
         self.threshold.set_value(jax.lax.stop_gradient(new.astype(old.dtype)))
+        self.training_calls.set_value(step + 1)
         return loss, metrics, out
 
 

@@ -52,7 +52,7 @@ def sync(model: nnx.Module, state: TrainState) -> None:
       >>> import jax, optax
       >>> from flax import nnx
       >>> from jaxemb import sae
-      >>> model = sae.BatchTopKSAE(8, 32, k=2, rngs=nnx.Rngs(0))
+      >>> model = sae.BatchTopKSAE(8, 32, k=2, rngs=nnx.Rngs(0), threshold_start_step=-1)
       >>> train_step, state = sae.make_train_step(model, optax.adam(1e-2))
       >>> state, _ = train_step(state, jax.random.normal(jax.random.key(1), (64, 8)))
       >>> sae.sync(model, state)
