@@ -211,7 +211,7 @@ def set_bert_weights(
         for part in path:
             node = node[part] if isinstance(part, int) else getattr(node, part)
         value = tensors[name].astype(np.float32)
-        node[...] = jnp.asarray(value.T if transpose else value)
+        node.set_value(jnp.asarray(value.T if transpose else value))
 
 
 def load_tokenizer(directory: Path) -> Tokenizer | None:
@@ -278,7 +278,9 @@ def load_hf_encoder(path: str | Path) -> tuple[TransformerEncoder, Tokenizer | N
         raise ValueError(f"{directory} has no config.json; a Hugging Face model needs one")
     cfg = hf_config_to_transformer_config(_read_json(config_path, "config"), where=str(config_path))
     tensors = read_safetensors(directory)
-    encoder = TransformerEncoder(cfg, rngs=nnx.Rngs(0))
+    # Abstract construction (no random initialisation); every parameter is then set from the
+    # checkpoint, and set_bert_weights has checked that none is missing.
+    encoder = nnx.eval_shape(lambda: TransformerEncoder(cfg, rngs=nnx.Rngs(0)))
     set_bert_weights(encoder, tensors, where=str(directory))
     encoder.eval()
     return encoder, load_tokenizer(directory)
