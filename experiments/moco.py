@@ -55,6 +55,7 @@ qs = _load_quickstart()
 _SHARED = (
     "seed",
     "data_dir",
+    "devices",
     "encoder",
     "hidden",
     "dims",
@@ -201,7 +202,8 @@ def _train_moco(c: dict[str, Any], workdir: Path, mesh, train_source) -> tuple[A
     state = {**jax.device_put(arrays, parallel.replicated(mesh)), "data_position": np.int64(0)}
 
     # Checkpoint restore (or fresh init).
-    resumable = {"data_dir", "steps", "ckpt_every", "keep_checkpoints", "log_every", "knn_k"}
+    resumable = {"data_dir", "devices", "steps", "ckpt_every", "keep_checkpoints", "log_every"}
+    resumable |= {"knn_k"}
     resumable |= {"knn_temperature", "compare_simclr"}
     ckpt_config = json.loads(json.dumps({k: v for k, v in c.items() if k not in resumable}))
     ckpt = checkpoint.Checkpointer(
@@ -392,7 +394,7 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
     if workdir.exists() and not workdir.is_dir():
         raise MocoError(f"The workdir {str(workdir)!r} exists but is not a directory.")
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = parallel.make_mesh()
+    mesh = qs.make_run_mesh(c)
 
     # Input pipeline.
     try:

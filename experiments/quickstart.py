@@ -41,6 +41,7 @@ from jaxemb.encoders import ConvEncoder, MatryoshkaHead, MLPEncoder
 DEFAULT_CONFIG: dict[str, Any] = dict(
     seed=0,
     data_dir=None,  # None: $JAXEMB_DATA_DIR or ~/.cache/jaxemb/tensorflow_datasets
+    devices=-1,  # data-parallel mesh over the first this many devices; -1: every device
     # model
     encoder="mlp",  # "mlp" | "conv"
     hidden=(256, 256),  # MLP hidden widths (conv: channels)
@@ -76,6 +77,7 @@ DEFAULT_CONFIG: dict[str, Any] = dict(
 # Keys that may change between a run and its resumption without invalidating checkpoints.
 RESUMABLE_KEYS = (
     "data_dir",
+    "devices",
     "steps",
     "ckpt_every",
     "keep_checkpoints",
@@ -109,6 +111,12 @@ _POSITIVE_INT = {
 }
 _POSITIVE_FLOAT = {"learning_rate", "temperature", "knn_temperature", "sae_learning_rate"}
 _NONNEG = {"weight_decay", "aug_max_shift", "aug_noise_std", "aug_cutout_size", "probe_l2"}
+
+
+def make_run_mesh(c: dict[str, Any]):
+    """The data-parallel mesh of a run: every device, or the first ``c["devices"]``."""
+    n = c["devices"]
+    return parallel.make_mesh(devices=None if n == -1 else jax.devices()[:n])
 
 
 class QuickstartError(ConfigError):
@@ -155,6 +163,13 @@ def _validate_config(c: dict[str, Any]) -> None:
         bad("hidden", "a tuple of positive integers")
     if c["sae_k"] > c["sae_latents"]:
         bad("sae_k", f"at most sae_latents={c['sae_latents']}")
+    n_dev = c["devices"]
+    if (
+        not isinstance(n_dev, int)
+        or isinstance(n_dev, bool)
+        or not (n_dev == -1 or 1 <= n_dev <= jax.device_count())
+    ):
+        bad("devices", f"-1 (every device) or an integer in [1, {jax.device_count()}]")
     if c["data_dir"] is not None and not isinstance(c["data_dir"], str):
         bad("data_dir", "a directory path")
     c["dims"], c["hidden"] = tuple(dims), tuple(hidden)
@@ -592,7 +607,7 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
             "new or existing directory path."
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = parallel.make_mesh()
+    mesh = make_run_mesh(config)
     run = _Run(config=config, workdir=workdir, mesh=mesh)
 
     # Input pipeline.

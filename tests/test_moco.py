@@ -27,7 +27,7 @@ def test_moco_matches_simclr_knn_at_equal_steps(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     workdir = tmp_path_factory.mktemp("moco")
     config = moco.make_config(
-        dict(steps=200, batch_size=128, queue_size=512, log_every=50, data_dir=data_dir)
+        dict(steps=200, batch_size=128, queue_size=512, log_every=50, data_dir=data_dir, devices=2)
     )
     summary = moco.train_and_evaluate(config, workdir)
     full = config["dims"][-1]

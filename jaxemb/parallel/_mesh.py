@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -12,15 +13,17 @@ from jax.sharding import PartitionSpec as P
 from jaxemb._validate import check_int
 
 
-def make_mesh(data: int = -1, model: int = 1) -> Mesh:
+def make_mesh(data: int = -1, model: int = 1, *, devices: Sequence[Any] | None = None) -> Mesh:
     """Builds a ``(data, model)`` device mesh over all devices of all processes.
 
     Args:
       data: size of the data-parallel axis; ``-1`` uses every device not taken by ``model``.
       model: size of the model-parallel axis (latents of an SAE, FSDP shards).
+      devices: the devices to lay out (default ``jax.devices()``, every device of every
+        process); e.g. ``jax.devices()[:2]`` for a smaller mesh.
 
     Returns:
-      A ``jax.sharding.Mesh`` with axis names ``("data", "model")`` and explicit axis types, so
+      A ``jax.sharding.Mesh`` with axis names ``("data", "model")`` and ``Auto`` axis types, so
       ``jax.jit`` propagates shardings the way the global-view code expects.
 
     Examples:
@@ -35,7 +38,12 @@ def make_mesh(data: int = -1, model: int = 1) -> Mesh:
     References:
       JAX "Distributed arrays and automatic parallelization" guide (``jax.make_mesh``).
     """
-    n = jax.device_count()
+    if devices is None:
+        devices = jax.devices()
+    devices = list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(f"devices must be a non-empty sequence of jax devices; got {devices!r}")
+    n = len(devices)
     check_int(model, "model", minimum=1)
     if data != -1:
         check_int(data, "data", minimum=1)
@@ -51,6 +59,7 @@ def make_mesh(data: int = -1, model: int = 1) -> Mesh:
         (data, model),
         ("data", "model"),
         axis_types=(jax.sharding.AxisType.Auto, jax.sharding.AxisType.Auto),
+        devices=devices,
     )
 
 
