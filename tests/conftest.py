@@ -43,3 +43,18 @@ _LONG_FIRST = (
 def pytest_collection_modifyitems(session, config, items):
     rank = {nodeid: i for i, nodeid in enumerate(_LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid, len(rank)))  # stable for the rest
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir(tmp_path_factory):
+    """One TFDS data directory shared by every test and xdist worker of the run.
+
+    For the large embedded datasets (``planted_dictionary``'s default config): they are
+    prepared once, under the builders' file lock, instead of once per test module.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above the per-worker ones
+    path = root / "shared_tfds"
+    path.mkdir(exist_ok=True)
+    return str(path)

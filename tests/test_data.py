@@ -400,7 +400,8 @@ def test_planted_small_atoms_codes_and_noise(planted_small, data_dir):
     assert not np.array_equal(arrays["train"]["x"][:100], arrays["test"]["x"][:100])
 
 
-def test_planted_default_statistics(data_dir):
+def test_planted_default_statistics(shared_data_dir):
+    data_dir = shared_data_dir
     cfg = data.PlantedDictionary.builder_configs["default"]
     assert (cfg.d_in, cfg.n_atoms, cfg.num_train, cfg.num_test) == (64, 256, 65_536, 8_192)
     train = data.load_arrays("planted_dictionary", "train", data_dir=data_dir)

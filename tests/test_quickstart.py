@@ -41,8 +41,8 @@ TINY = dict(
 
 
 def test_quickstart_end_to_end_beats_random_init(tmp_path, data_dir):
-    # Data-parallel over 2 of the 8 test devices: the same run, 30% faster on the 2-core CI
-    # machine than over all 8 (the resume tests below shard over all of them).
+    # Data-parallel over 2 of the 8 test devices: the same sharded run, 30% faster on the
+    # 2-core CI machine than over all 8.
     config = qs.make_config(dict(FAST, steps=800, ckpt_every=400, data_dir=data_dir, devices=2))
     summary = qs.train_and_evaluate(config, tmp_path)
     knn = summary["knn"]
@@ -68,7 +68,7 @@ def test_quickstart_end_to_end_beats_random_init(tmp_path, data_dir):
 
 
 def test_resume_continues_from_checkpoint(tmp_path, data_dir):
-    small = dict(TINY, steps=6, ckpt_every=2, data_dir=data_dir)
+    small = dict(TINY, steps=6, ckpt_every=2, data_dir=data_dir, devices=2)
     first = qs.train_and_evaluate(qs.make_config(small), tmp_path)
     assert first["timings"]["train_steps_run"] == 6
     more = qs.train_and_evaluate(qs.make_config(dict(small, steps=10)), tmp_path)

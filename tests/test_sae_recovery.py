@@ -19,8 +19,8 @@ D_SAE = 512
 
 
 @pytest.fixture(scope="session")
-def planted(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("tfds_planted")
+def planted(shared_data_dir):
+    data_dir = shared_data_dir
     x = data.load_arrays("planted_dictionary", "train", data_dir=data_dir)["x"]
     atoms = data.planted_dictionary_atoms(data_dir=data_dir)
     assert x.shape == (65536, 64) and atoms.shape == (256, 64)
