@@ -28,23 +28,6 @@ def rng():
     return np.random.default_rng(0)
 
 
-# The longest tests (seconds on the 2-core CI machine) start first, so that under
-# `pytest -n 2` neither worker sits idle while the other finishes one of them at the end.
-# (Only tests whose module fixtures are cheap to set up twice are moved.)
-_LONG_FIRST = (
-    "tests/test_quickstart.py::test_quickstart_end_to_end_beats_random_init",
-    "tests/test_moco.py::test_moco_matches_simclr_knn_at_equal_steps",
-    "tests/test_quickstart.py::test_resume_continues_from_checkpoint",
-    "tests/test_quickstart.py::test_incompatible_checkpoint_is_refused_and_untouched",
-    "tests/test_multihost.py::test_two_processes_equal_one_process",
-)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {nodeid: i for i, nodeid in enumerate(_LONG_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid, len(rank)))  # stable for the rest
-
-
 @pytest.fixture(scope="session")
 def shared_data_dir(tmp_path_factory):
     """One TFDS data directory shared by every test and xdist worker of the run.
