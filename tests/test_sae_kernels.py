@@ -183,6 +183,58 @@ def test_topk_encode_row_blocked_path_matches_numpy(rng, monkeypatch):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+def np_row_top_k(scores, k):
+    """top_k per row in lax.top_k's order: value descending, then index ascending."""
+    idx = np.stack([np.lexsort((np.arange(row.size), -row))[:k] for row in scores])
+    return np.take_along_axis(scores, idx, axis=1), idx
+
+
+@pytest.mark.parametrize(
+    ("d", "k", "group"), [(256, 2, 32), (256, 4, 16), (96, 3, 8), (100, 3, 0), (64, 5, 0)]
+)
+@pytest.mark.parametrize("relu", [False, True])
+def test_row_top_k_equals_top_k_of_whole_rows(rng, d, k, group, relu):
+    """The grouped top-k (candidates from the k groups with the largest maxima) returns exactly
+    lax.top_k's values and indices, ties included: scores are small integers (many ties, also
+    across groups), one row is all equal, one has fewer than k positives, one is mostly -inf,
+    and in one a tie is split between the last group (larger maximum) and the first."""
+    assert K._group_size(d, k) == group  # the grouped path (group > 0) or the plain fallback
+    scores = rng.integers(-3, 4, size=(12, d)).astype(np.float32)
+    scores[0] = 1.0
+    scores[1] = -1.0
+    scores[1, [d - 1, 7]] = 2.0  # two positives, both outside the first group
+    scores[2] = -np.inf
+    scores[2, d // 2 :: 17] = 0.5
+    scores[3] = -3.0
+    scores[3, [d - 3, d - 2, 0]] = [3.0, 2.0, 2.0]  # the 2 of the first group must come first
+    values, indices = jax.jit(lambda s: K.row_top_k(s, k, relu=relu))(scores)
+    ref_scores = np.maximum(scores, 0.0) if relu else scores
+    ref_values, ref_idx = np_row_top_k(ref_scores, k)
+    np.testing.assert_array_equal(indices, ref_idx)
+    np.testing.assert_array_equal(values, ref_values)
+    plain = jax.lax.top_k(jax.nn.relu(scores) if relu else jnp.asarray(scores), k)
+    np.testing.assert_array_equal(indices, plain[1])
+
+
+def test_topk_encode_grouped_top_k_path_matches_numpy(rng):
+    """At d_sae = 256, k = 4 the encoder takes its top-k through 16-wide groups."""
+    x, W_enc, b_enc, b_dec = _encoder_case(rng, n=24, d_sae=256)
+    k = 4
+    assert K._group_size(256, k) == 16
+    values, indices = jax.jit(lambda *a: sae.topk_encode(*a, k=k))(x, W_enc, b_enc, b_dec)
+    r_values, r_idx, _ = np_topk(*_f64(x, W_enc, b_enc, b_dec), k)
+    assert np.any(r_values == 0.0) and np.any(r_values > 0.0)
+    np.testing.assert_array_equal(indices, r_idx)
+    np.testing.assert_allclose(values, r_values, rtol=1e-5, atol=1e-5)
+    gv = rng.normal(size=(x.shape[0], k)).astype(np.float32)
+    grads = jax.jit(jax.grad(lambda *a: jnp.sum(sae.topk_encode(*a, k=k)[0] * gv), (0, 1, 2, 3)))(
+        x, W_enc, b_enc, b_dec
+    )
+    refs = np_topk_grads(*_f64(x, W_enc, b_enc, b_dec), k, gv.astype(np.float64))
+    for name, got, ref in zip(("x", "W_enc", "b_enc", "b_dec"), grads, refs, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 def test_topk_sae_loss_grads_equal_plain_autodiff(rng):
     """TopKSAE's training loss (FVU + AuxK with dead latents) through the kernels equals the
     same loss written with plain autodiff (dense top_k and gather) to float32 rounding."""
@@ -261,6 +313,10 @@ def test_kernel_validation_errors():
         sae.sparse_decode(jnp.zeros((2, 2)), jnp.zeros((2, 3), jnp.int32), W)
     with pytest.raises(ValueError, match="indices"):
         sae.sparse_decode(jnp.zeros((2, 2)), jnp.zeros((2, 2)), W)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, d_sae=5\); got values in \[0, 5\]"):
+        sae.sparse_decode(jnp.ones((1, 2)), jnp.array([[0, 5]]), W)
+    with pytest.raises(ValueError, match=r"got values in \[-1, 0\]"):
+        sae.sparse_decode(jnp.ones((1, 2)), jnp.array([[0, -1]]), W)
     with pytest.raises(ValueError, match="k must be in"):
         sae.topk_encode(jnp.zeros((2, 3)), jnp.zeros((3, 5)), jnp.zeros(5), jnp.zeros(3), k=6)
     with pytest.raises(ValueError, match="x must be"):
