@@ -1,6 +1,5 @@
 """Tests for jaxemb.sae (TopK SAE core) against independent NumPy float64 references."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np

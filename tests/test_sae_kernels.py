@@ -313,7 +313,9 @@ def test_kernel_validation_errors():
         sae.sparse_decode(jnp.zeros((2, 2)), jnp.zeros((2, 3), jnp.int32), W)
     with pytest.raises(ValueError, match="indices"):
         sae.sparse_decode(jnp.zeros((2, 2)), jnp.zeros((2, 2)), W)
-    with pytest.raises(ValueError, match=r"indices must lie in \[0, d_sae=5\); got values in \[0, 5\]"):
+    with pytest.raises(
+        ValueError, match=r"indices must lie in \[0, d_sae=5\); got values in \[0, 5\]"
+    ):
         sae.sparse_decode(jnp.ones((1, 2)), jnp.array([[0, 5]]), W)
     with pytest.raises(ValueError, match=r"got values in \[-1, 0\]"):
         sae.sparse_decode(jnp.ones((1, 2)), jnp.array([[0, -1]]), W)

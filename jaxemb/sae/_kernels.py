@@ -81,7 +81,9 @@ def _sparse_decode(values: jax.Array, indices: jax.Array, W_dec: jax.Array) -> j
 
     def body(acc, slot):
         v_j, i_j = slot
-        return acc + v_j[:, None].astype(dt) * jnp.take(W_dec, i_j, axis=0, mode=_IN_RANGE).astype(dt), None
+        return acc + v_j[:, None].astype(dt) * jnp.take(W_dec, i_j, axis=0, mode=_IN_RANGE).astype(
+            dt
+        ), None
 
     init = jnp.zeros((values.shape[0], W_dec.shape[1]), dt)
     out, _ = jax.lax.scan(body, init, _slots(values, indices))
@@ -99,7 +101,9 @@ def _sparse_decode_bwd(res, g):
 
     def body(carry, i_j):
         # ∂values[n, j] = ⟨g[n], W_dec[indices[n, j]]⟩: a gather-dot.
-        return carry, jnp.sum(jnp.take(W_dec, i_j, axis=0, mode=_IN_RANGE).astype(acc) * g32, axis=1)
+        return carry, jnp.sum(
+            jnp.take(W_dec, i_j, axis=0, mode=_IN_RANGE).astype(acc) * g32, axis=1
+        )
 
     _, d_values = jax.lax.scan(body, None, indices.T)
     # ∂W_dec[indices[n, j]] += values[n, j] · g[n]: only the selected rows are written.
@@ -199,7 +203,9 @@ def _gather_pre_bwd(res, g):
     def x_body(d_xc, slot):
         g_j, i_j = slot
         # ∂(x − b_dec)[n] += g[n, j] · W_enc[:, indices[n, j]]: gather of the selected columns.
-        return d_xc + g_j[:, None] * jnp.take(W_enc_t, i_j, axis=0, mode=_IN_RANGE).astype(acc), None
+        return d_xc + g_j[:, None] * jnp.take(W_enc_t, i_j, axis=0, mode=_IN_RANGE).astype(
+            acc
+        ), None
 
     d_xc, _ = jax.lax.scan(x_body, jnp.zeros(x.shape, acc), _slots(g32, indices))
     return (
@@ -251,7 +257,7 @@ def _row_blocks(n: int, d_sae: int) -> int:
 
 
 def _group_size(d: int, k: int) -> int:
-    """Group width for :func:`row_top_k` (0: plain ``top_k``); the ``k`` groups hold ≤ d/4 scores."""
+    """Group width for :func:`row_top_k` (0: plain ``top_k``); k groups hold ≤ d/4 scores."""
     for g in (32, 16, 8):
         if d % g == 0 and 4 * k * g <= d:
             return g
@@ -278,7 +284,9 @@ def row_top_k(scores: jax.Array, k: int, *, relu: bool = False) -> tuple[jax.Arr
     grouped = scores.reshape(n, d // g, g)
     _, groups = jax.lax.top_k(act(jnp.max(grouped, axis=2)), k)
     groups = jnp.sort(groups, axis=1)  # candidates in latent order, so ties keep the lower index
-    candidates = act(jnp.take_along_axis(grouped, groups[:, :, None], axis=1, mode=_IN_RANGE)).reshape(n, k * g)
+    candidates = act(
+        jnp.take_along_axis(grouped, groups[:, :, None], axis=1, mode=_IN_RANGE)
+    ).reshape(n, k * g)
     values, pos = jax.lax.top_k(candidates, k)
     return values, jnp.take_along_axis(groups, pos // g, axis=1, mode=_IN_RANGE) * g + pos % g
 
