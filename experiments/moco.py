@@ -178,7 +178,7 @@ def moco_loss(q, k, queue, key, c):
 # ----------------------------------------------------------------------------------------------
 
 
-def _train_moco(c: dict[str, Any], workdir: Path, mesh, train_source) -> tuple[Any, dict]:
+def _train_moco(c: dict[str, Any], workdir: Path, mesh, train) -> tuple[Any, dict]:
     # Model and optimizer (the online/query encoder), replicated over the mesh.
     model = qs.SimCLRModel(c, rngs=nnx.Rngs(c["seed"]))
     schedule = optax.warmup_cosine_decay_schedule(
@@ -257,7 +257,7 @@ def _train_moco(c: dict[str, Any], workdir: Path, mesh, train_source) -> tuple[A
 
     base_key = state["rng"]
     pipeline = data.make_pipeline(
-        train_source, batch_size=c["batch_size"], seed=c["seed"], start_step=start
+        train, batch_size=c["batch_size"], seed=c["seed"], start_step=start
     )
     curve = []
     t0 = time.perf_counter()
@@ -304,12 +304,12 @@ def _train_moco(c: dict[str, Any], workdir: Path, mesh, train_source) -> tuple[A
     return model, {"curve": curve, "timings": timings}
 
 
-def _train_simclr(c: dict[str, Any], workdir: Path, mesh, train_source):
+def _train_simclr(c: dict[str, Any], workdir: Path, mesh, train):
     """The quickstart's SimCLR trainer, same model, data, schedule and number of steps."""
     qc = qs.make_config({k: c[k] for k in _SHARED} | {"temperature": c["simclr_temperature"]})
     run = qs._Run(config=qc, workdir=workdir, mesh=mesh)
     workdir.mkdir(parents=True, exist_ok=True)
-    qs._train(run, train_source)
+    qs._train(run, train)
     return run.model, {"curve": run.losses, "timings": run.timings}
 
 
@@ -398,17 +398,16 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
 
     # Input pipeline.
     try:
-        train_source = data.data_source("digits", "train", data_dir=c["data_dir"])
         train = data.load_arrays("digits", "train", data_dir=c["data_dir"])
         test = data.load_arrays("digits", "test", data_dir=c["data_dir"])
     except (OSError, ValueError) as e:
         raise MocoError(f"Could not prepare or read the digits dataset: {e}") from e
 
     runs = {}
-    model, runs["moco"] = _train_moco(c, workdir, mesh, train_source)
+    model, runs["moco"] = _train_moco(c, workdir, mesh, train)
     knn = {"moco": _knn_per_dim(model, c, train, test)}
     if c["compare_simclr"]:
-        model, runs["simclr"] = _train_simclr(c, workdir / "simclr", mesh, train_source)
+        model, runs["simclr"] = _train_simclr(c, workdir / "simclr", mesh, train)
         knn["simclr"] = _knn_per_dim(model, c, train, test)
     _write_report(c, workdir, knn, runs)
     summary = {

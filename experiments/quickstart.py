@@ -219,7 +219,7 @@ class _Run:
 # ----------------------------------------------------------------------------------------------
 
 
-def _train(run: _Run, train_source) -> None:
+def _train(run: _Run, train: dict[str, np.ndarray]) -> None:
     c = run.config
     mesh = run.mesh
 
@@ -282,7 +282,7 @@ def _train(run: _Run, train_source) -> None:
 
     base_key = state["rng"]
     pipeline = data.make_pipeline(
-        train_source, batch_size=c["batch_size"], seed=c["seed"], start_step=start
+        train, batch_size=c["batch_size"], seed=c["seed"], start_step=start
     )
     metrics_path = run.workdir / "metrics.jsonl"
     t0 = time.perf_counter()
@@ -612,7 +612,6 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
 
     # Input pipeline.
     try:
-        train_source = data.data_source("digits", "train", data_dir=config["data_dir"])
         train = data.load_arrays("digits", "train", data_dir=config["data_dir"])
         test = data.load_arrays("digits", "test", data_dir=config["data_dir"])
     except (OSError, ValueError) as e:
@@ -623,7 +622,7 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
             "a writable directory and run again."
         ) from e
 
-    _train(run, train_source)
+    _train(run, train)
     ev = _evaluate(run, train, test)
     sae_out = _train_sae(run, ev.pop("learned_train_embeddings"), ev.pop("learned_test_embeddings"))
     _write_report(run, ev, sae_out, train)

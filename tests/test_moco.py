@@ -21,10 +21,10 @@ def _load():
 moco = _load()
 
 
-def test_moco_matches_simclr_knn_at_equal_steps(tmp_path_factory):
+def test_moco_matches_simclr_knn_at_equal_steps(tmp_path_factory, shared_data_dir):
     # Reduced from the defaults (2000 steps of 256) to keep the suite fast; both methods get the
     # same model, data order, schedule and number of steps.
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    data_dir = shared_data_dir  # digits prepared once per test run
     workdir = tmp_path_factory.mktemp("moco")
     config = moco.make_config(
         dict(steps=200, batch_size=128, queue_size=512, log_every=50, data_dir=data_dir, devices=2)

@@ -22,8 +22,8 @@ qs = _load()
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tfds"))
+def data_dir(shared_data_dir):
+    return shared_data_dir  # digits prepared once per test run
 
 
 FAST = dict(probe_steps=100, sae_steps=150, sae_latents=128, sae_k=4, log_every=20)
@@ -61,23 +61,19 @@ def test_quickstart_end_to_end_beats_random_init(tmp_path, data_dir):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == list(range(20, 801, 20))
     assert lines[-1]["final"] is True
-    # a second run with the same workdir resumes the finished run: no training steps
-    again = qs.train_and_evaluate(config, tmp_path)
-    assert again["timings"]["train_steps_run"] == 0
-    assert again["knn"]["learned"] == summary["knn"]["learned"]
 
 
-def test_resume_continues_from_checkpoint(tmp_path, data_dir):
+def test_resume_and_incompatible_checkpoint(tmp_path, data_dir):
+    """One small run's bookkeeping: re-running a finished run only evaluates (same numbers),
+    a longer run resumes from the last checkpoint, and a changed hyperparameter is refused
+    without touching the checkpoints (one test, so the first run is trained once)."""
     small = dict(TINY, steps=6, ckpt_every=2, data_dir=data_dir, devices=2)
     first = qs.train_and_evaluate(qs.make_config(small), tmp_path)
     assert first["timings"]["train_steps_run"] == 6
-    more = qs.train_and_evaluate(qs.make_config(dict(small, steps=10)), tmp_path)
-    assert more["timings"]["train_steps_run"] == 4
+    again = qs.train_and_evaluate(qs.make_config(small), tmp_path)
+    assert again["timings"]["train_steps_run"] == 0
+    assert again["knn"] == first["knn"]
 
-
-def test_incompatible_checkpoint_is_refused_and_untouched(tmp_path, data_dir):
-    small = dict(TINY, steps=4, ckpt_every=2, data_dir=data_dir, devices=2)
-    qs.train_and_evaluate(qs.make_config(small), tmp_path)
     ckpt = tmp_path / "checkpoints"
     before = {p: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
     with pytest.raises(ValueError, match="temperature"):
@@ -87,6 +83,9 @@ def test_incompatible_checkpoint_is_refused_and_untouched(tmp_path, data_dir):
     # the command line turns it into a one-paragraph message and exit code 2
     argv = ["--workdir", str(tmp_path)] + [f"{k}={v!r}" for k, v in small.items()]
     assert qs.main(argv + ["temperature=0.5"]) == 2
+
+    more = qs.train_and_evaluate(qs.make_config(dict(small, steps=10)), tmp_path)
+    assert more["timings"]["train_steps_run"] == 4
 
 
 @pytest.mark.parametrize(
