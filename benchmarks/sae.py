@@ -1,15 +1,16 @@
 """One Adam step of a TopK SAE vs one dense matmul of the same size (a script, not a test).
 
-A TopK SAE step at batch N, width d_in and d_sae latents has to compute the dense
-pre-activations ``(x − b_dec) @ W_enc`` — one ``[N, d_in] @ [d_in, d_sae]`` matmul — and the
-``top_k`` (jaxemb takes it block of rows by block of rows, so the ``[N, d_sae]`` matrix is never
-stored); everything else (decoding, the encoder and decoder backward, AuxK) touches only the
-``N·k`` selected rows/columns thanks to the custom VJPs in ``jaxemb.sae`` (``sparse_decode``,
-``topk_encode``), plus the Adam update of the ``2·d_in·d_sae`` weights. This script times the
-jitted ``jaxemb.sae.make_train_step`` step of a ``TopKSAE`` (FVU + AuxK with the dead-latent
-mask, decoder-gradient projection, Adam, decoder renormalisation, dead-latent counters) against
-one jitted dense matmul of that shape, both in the same run (``block_until_ready``, median of
-``--reps`` interleaved calls after warm-up), and prints the ratio (target ≤ 1.5).
+A TopK SAE step at batch N, width d_in and d_sae latents has to compute the dense pre-activations
+``(x − b_dec) @ W_enc`` — one ``[N, d_in] @ [d_in, d_sae]`` matmul — and the ``top_k`` (jaxemb takes
+it block of rows by block of rows, so the ``[N, d_sae]`` matrix is never stored; the exact top-k is
+drawn from the ``k`` 32-latent groups with the largest maxima, 3× cheaper than ``top_k`` over whole
+rows); everything else (decoding, the encoder and decoder backward, AuxK) touches only the ``N·k``
+selected rows/columns thanks to the custom VJPs in ``jaxemb.sae`` (``sparse_decode``,
+``topk_encode``), plus the Adam update of the ``2·d_in·d_sae`` weights. This script times the jitted
+``jaxemb.sae.make_train_step`` step of a ``TopKSAE`` (FVU + AuxK with the dead-latent mask,
+decoder-gradient projection, Adam, decoder renormalisation, dead-latent counters) against one jitted
+dense matmul of that shape, both in the same run (``block_until_ready``, median of ``--reps``
+interleaved calls after warm-up), and prints the ratio (target ≤ 1.5).
 
 When ``sparsify`` (EleutherAI, PyTorch) is importable it also times its ``SparseCoder`` doing
 the same step (forward with ``dead_mask``, backward, ``torch.optim.Adam``) and prints the
