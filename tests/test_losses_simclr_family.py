@@ -487,14 +487,15 @@ def test_property_no_prior_no_hardness_is_nt_xent(seed, n, t):
     _, x, y, _ = _draw(seed, n)
     ref = nt_xent(x, y, temperature=t)
     # nt_xent forms lse − l_pos from float32 logits of size 1/τ, so near-zero losses carry an
-    # absolute rounding error of about eps32/τ; hence the atol (the float64 check is relative).
+    # absolute rounding error of about eps32/τ; hence the atol, in both checks (a loss of 1e-12
+    # cannot be relatively exact in float32: its float64 value differs by 2e-17 = 1.6e-5 rel.).
     atol = 1e-7 / t
     for got in (
         debiased_nt_xent(x, y, temperature=t, tau_plus=0.0),
         hard_negative_nt_xent(x, y, temperature=t, tau_plus=0.0, beta=0.0),
     ):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=atol)
-        np.testing.assert_allclose(got, np_dcl_hcl(x, y, t, 0.0), rtol=1e-5)
+        np.testing.assert_allclose(got, np_dcl_hcl(x, y, t, 0.0), rtol=1e-5, atol=atol)
 
 
 @_PROP
