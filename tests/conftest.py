@@ -1,6 +1,8 @@
 """Test configuration: 8 simulated CPU devices, set before JAX starts."""
 
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -12,6 +14,30 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# One persistent compilation cache per test run, shared by the xdist workers (they inherit the
+# controller's environment): a function traced again to the same program (the experiments
+# re-build their jitted steps on every run, doctests repeat the tests' shapes) is loaded instead
+# of compiled again. The process that created the directory removes it at the end of the run.
+_CACHE_ENV = "JAXEMB_TEST_JIT_CACHE_DIR"
+
+
+def pytest_configure(config):
+    if _CACHE_ENV not in os.environ:
+        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="jaxemb-test-jit-cache-")
+        config.stash[_cache_owner] = True
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    if config.stash.get(_cache_owner, False):
+        shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
+
+
+_cache_owner = pytest.StashKey[bool]()
+
 
 # Property tests draw the same examples on every run (seeded by each test's name), so a run of
 # the suite is reproducible and CI cannot fail on an example no earlier run has seen.
