@@ -164,12 +164,9 @@ def test_topk_encode_values_and_grads_match_numpy(rng, k):
     assert unselected.size > 0 and np.all(np.asarray(grads[1])[:, unselected] == 0.0)
 
 
-def test_topk_encode_row_blocked_path_matches_numpy(rng, monkeypatch):
-    """Large batches are encoded block of rows by block of rows (padding the last block)."""
-    monkeypatch.setattr(K, "_BLOCK_BYTES", 3 * 12 * 4)  # 3 rows of [*, 12] per block
-    x, W_enc, b_enc, b_dec = _encoder_case(rng, n=10, d_sae=12)
-    assert K._row_blocks(10, 12) == 4  # 4 blocks of 3 rows, 2 padding rows
-    k = 3
+def _check_topk_encode(rng, x, W_enc, b_enc, b_dec, k):
+    """topk_encode's values, indices and the gradients of a random linear function of the values
+    against the NumPy float64 references; returns the reference values."""
     values, indices = jax.jit(lambda *a: sae.topk_encode(*a, k=k))(x, W_enc, b_enc, b_dec)
     r_values, r_idx, _ = np_topk(*_f64(x, W_enc, b_enc, b_dec), k)
     np.testing.assert_array_equal(indices, r_idx)
@@ -181,6 +178,15 @@ def test_topk_encode_row_blocked_path_matches_numpy(rng, monkeypatch):
     refs = np_topk_grads(*_f64(x, W_enc, b_enc, b_dec), k, gv.astype(np.float64))
     for name, got, ref in zip(("x", "W_enc", "b_enc", "b_dec"), grads, refs, strict=True):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=name)
+    return r_values
+
+
+def test_topk_encode_row_blocked_path_matches_numpy(rng, monkeypatch):
+    """Large batches are encoded block of rows by block of rows (padding the last block)."""
+    monkeypatch.setattr(K, "_BLOCK_BYTES", 3 * 12 * 4)  # 3 rows of [*, 12] per block
+    x, W_enc, b_enc, b_dec = _encoder_case(rng, n=10, d_sae=12)
+    assert K._row_blocks(10, 12) == 4  # 4 blocks of 3 rows, 2 padding rows
+    _check_topk_encode(rng, x, W_enc, b_enc, b_dec, k=3)
 
 
 def np_row_top_k(scores, k):
@@ -221,18 +227,8 @@ def test_topk_encode_grouped_top_k_path_matches_numpy(rng):
     x, W_enc, b_enc, b_dec = _encoder_case(rng, n=24, d_sae=256)
     k = 4
     assert K._group_size(256, k) == 16
-    values, indices = jax.jit(lambda *a: sae.topk_encode(*a, k=k))(x, W_enc, b_enc, b_dec)
-    r_values, r_idx, _ = np_topk(*_f64(x, W_enc, b_enc, b_dec), k)
-    assert np.any(r_values == 0.0) and np.any(r_values > 0.0)
-    np.testing.assert_array_equal(indices, r_idx)
-    np.testing.assert_allclose(values, r_values, rtol=1e-5, atol=1e-5)
-    gv = rng.normal(size=(x.shape[0], k)).astype(np.float32)
-    grads = jax.jit(jax.grad(lambda *a: jnp.sum(sae.topk_encode(*a, k=k)[0] * gv), (0, 1, 2, 3)))(
-        x, W_enc, b_enc, b_dec
-    )
-    refs = np_topk_grads(*_f64(x, W_enc, b_enc, b_dec), k, gv.astype(np.float64))
-    for name, got, ref in zip(("x", "W_enc", "b_enc", "b_dec"), grads, refs, strict=True):
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=name)
+    r_values = _check_topk_encode(rng, x, W_enc, b_enc, b_dec, k)
+    assert np.any(r_values == 0.0) and np.any(r_values > 0.0)  # both kinds of slot were checked
 
 
 def test_topk_sae_loss_grads_equal_plain_autodiff(rng):
