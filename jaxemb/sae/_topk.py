@@ -21,7 +21,12 @@ from jaxemb.sae._base import (
     total_variance,
 )
 from jaxemb.sae._dead import check_threshold
-from jaxemb.sae._kernels import _topk_encode, encoder_pre_activations, gather_pre_activations
+from jaxemb.sae._kernels import (
+    _topk_encode,
+    encoder_pre_activations,
+    gather_pre_activations,
+    row_top_k,
+)
 from jaxemb.sae._tricks import input_scale, scale_inputs, unscale_outputs
 
 
@@ -159,7 +164,7 @@ class TopKSAE(nnx.Module):
         return SparseCode(*_topk_encode(x, *args, self.k))
 
     def _encode(self, pre: jax.Array) -> SparseCode:
-        values, indices = jax.lax.top_k(jax.nn.relu(pre), self.k)
+        values, indices = row_top_k(pre, self.k, relu=True)
         return SparseCode(values, indices)
 
     def decode(self, code: SparseCode) -> jax.Array:
@@ -331,9 +336,9 @@ def _auxk(
             pre = encoder_pre_activations(*encoder)
         masked = jnp.where(dead_mask[None, :], jax.nn.relu(pre), -jnp.inf)
         if encoder is None:
-            values, indices = jax.lax.top_k(masked, k_aux)
+            values, indices = row_top_k(masked, k_aux)
         else:
-            _, indices = jax.lax.top_k(jax.lax.stop_gradient(masked), k_aux)
+            _, indices = row_top_k(jax.lax.stop_gradient(masked), k_aux)
             values = jax.nn.relu(gather_pre_activations(pre, indices, *encoder))
         # With n_dead < k_aux the tail of the top-k holds live latents at -inf: drop them, which
         # is sparsify's top-min(k_aux, n_dead).
