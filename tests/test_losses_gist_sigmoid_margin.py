@@ -41,10 +41,11 @@ def np_gist(
         thr = g - margin if strategy == "absolute" else g - abs(g) * margin
         # (model similarity, guide similarity, protected) for every candidate of the row
         cands = [(a[i] @ p[j], ga[i] @ gp[j], j == i) for j in range(b)]
+        # the self-similarities (j == i) of the a·a and p·p blocks are never candidates
         if contrast_anchors:
-            cands += [(a[i] @ a[j], ga[i] @ ga[j], False) for j in range(b)]
+            cands += [(a[i] @ a[j], ga[i] @ ga[j], False) for j in range(b) if j != i]
         if contrast_positives:
-            cands += [(p[i] @ p[j], gp[i] @ gp[j], False) for j in range(b)]
+            cands += [(p[i] @ p[j], gp[i] @ gp[j], False) for j in range(b) if j != i]
         if n is not None:
             cands += [(a[i] @ n[j], ga[i] @ gn[j], False) for j in range(b)]
         kept = [s / t for s, gs, protected in cands if protected or not gs > thr]
@@ -202,20 +203,84 @@ def test_gist_margin_zero_default_temperature_and_self_similarity():
     a, p = rng.normal(size=(2, 6, 4)).astype(np.float32)
     ga, gp = (x @ rng.normal(size=(4, 5)) for x in (a, p))
     ga, gp = np.float32(ga), np.float32(gp)
-    # defaults: τ = 0.01, absolute margin 0
+    # defaults: τ = 0.01, absolute margin 0; logits reach 1/τ = 100, so float32 rounding of the
+    # loss is about eps32 · 100 in absolute terms
     np.testing.assert_allclose(
         gist_info_nce(a, p, ga, gp), np_gist(a, p, ga, gp, t=0.01), rtol=1e-5, atol=1e-5
     )
-    # a guide that rates every anchor identical to its positive (g_i = 1) drops nothing with
-    # margin 0 — not even the self-similarities of the a·a and p·p blocks (as in ST) ...
+    # a guide that rates every anchor identical to its positive (g_i = 1) drops nothing by its
+    # rule with margin 0, but the self-similarities of the a·a and p·p blocks are always
+    # excluded (as sentence-transformers does): per row the positive 1/τ = 2 and 3 + 3 + 3
+    # zero entries, the same as with any positive margin
     x = np.eye(4, dtype=np.float32)
-    # per row: positive 1/τ = 2; a·a and p·p self entries 2; 3 + 3 + 3 zero entries
-    expect = np.log(3 * np.exp(2.0) + 9.0) - 2.0
-    np.testing.assert_allclose(gist_info_nce(x, x, x, x, temperature=0.5), expect, rtol=1e-6)
-    # ... while any positive margin removes them
     expect = np.log(np.exp(2.0) + 9.0) - 2.0
-    got = gist_info_nce(x, x, x, x, temperature=0.5, margin=1e-3)
-    np.testing.assert_allclose(got, expect, rtol=1e-6)
+    for margin in (0.0, 1e-3):
+        got = gist_info_nce(x, x, x, x, temperature=0.5, margin=margin)
+        np.testing.assert_allclose(got, expect, rtol=1e-6)
+
+
+def _duplicate_pairs(seed, b=12, d=6, dg=5):
+    """A batch where every third pair is a duplicate (positive == anchor, for model and guide)."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(b, d))
+    p = a + 0.5 * rng.normal(size=(b, d))
+    n = rng.normal(size=(b, d))
+    w = rng.normal(size=(d, dg))
+    ga, gp, gn = (x @ w + 0.3 * rng.normal(size=(b, dg)) for x in (a, p, n))
+    p[::3], gp[::3] = a[::3], ga[::3]  # guide cosine exactly 1 for these pairs
+    return tuple(np.float32(x) for x in (a, p, n, ga, gp, gn))
+
+
+@pytest.mark.parametrize("with_negatives", [False, True], ids=["pairs", "triplets"])
+@pytest.mark.parametrize("strategy", ["absolute", "relative"])
+def test_gist_duplicate_pairs_exclude_self_similarity(strategy, with_negatives):
+    """Duplicate pairs with margin 0: every contrast flag, values and gradients vs NumPy."""
+    a, p, n, ga, gp, gn = _duplicate_pairs(3)
+    if not with_negatives:
+        n = gn = None
+    t = 0.05
+    for contrast_anchors in (True, False):
+        for contrast_positives in (True, False):
+            opts = dict(
+                t=t,
+                strategy=strategy,
+                margin=0.0,
+                contrast_anchors=contrast_anchors,
+                contrast_positives=contrast_positives,
+            )
+
+            def loss(a_, p_, n_, opts=opts):
+                return gist_info_nce(
+                    a_,
+                    p_,
+                    ga,
+                    gp,
+                    n_,
+                    gn,
+                    temperature=opts["t"],
+                    margin_strategy=opts["strategy"],
+                    margin=opts["margin"],
+                    contrast_anchors=opts["contrast_anchors"],
+                    contrast_positives=opts["contrast_positives"],
+                )
+
+            def ref(a_, p_, n_, opts=opts):
+                g = tuple(None if x is None else np.float64(x) for x in (ga, gp, gn))
+                return np_gist(a_, p_, g[0], g[1], n_, g[2], **opts)
+
+            argnums = (0, 1, 2) if with_negatives else (0, 1)
+            val, grads = jax.value_and_grad(loss, argnums=argnums)(a, p, n)
+            f64 = tuple(np.float64(x) for x in (a, p, n) if x is not None)
+            # logits reach 1/τ = 20: float32 rounding of the loss is about eps32 · 20 absolute
+            np.testing.assert_allclose(
+                val, ref(*f64, *((None,) * (3 - len(f64)))), rtol=1e-5, atol=2e-5
+            )
+            if with_negatives:
+                expect = _numeric_grads(ref, f64)
+            else:
+                expect = _numeric_grads(lambda x, y: ref(x, y, None), f64)
+            for g, e in zip(grads, expect, strict=True):
+                np.testing.assert_allclose(g, e, rtol=2e-3, atol=2e-4)
 
 
 # --------------------------------------------------------------------------------------------

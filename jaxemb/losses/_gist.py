@@ -10,6 +10,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
+from jaxemb._numerics import propagate_nan
 from jaxemb.losses._common import as_float, l2_normalize, masked_logsumexp
 
 # torch.nn.CosineSimilarity's default eps (sentence-transformers' GISTEmbedLoss uses it).
@@ -41,11 +42,10 @@ def gist_info_nce(
     the true positive ``(i, i)`` of the ``a·pᵀ`` block. The loss is the cross-entropy of the
     row divided by ``τ`` with target ``i``, averaged over anchors.
 
-    As in sentence-transformers, the diagonals of ``a·aᵀ`` and ``p·pᵀ`` (self-similarities)
-    are not masked explicitly: they are dropped by the guide rule, since the guide's
-    self-similarity 1 exceeds ``g_i − margin`` unless the guide rates the pair as exactly
-    identical (``g_i = 1``, margin 0), in which case the self entry stays in the denominator.
-    Guide embeddings receive no gradient.
+    As in sentence-transformers, the diagonals of ``a·aᵀ`` and ``p·pᵀ`` (each anchor's and
+    each positive's similarity with itself) are always dropped, whatever the guide says: the
+    guide rule alone would keep them when the guide rates a pair as identical (``g_i = 1``, a
+    duplicate pair, with ``margin=0``). Guide embeddings receive no gradient.
 
     Args:
       anchors: ``[batch, dim]`` float.
@@ -72,32 +72,32 @@ def gist_info_nce(
       >>> # the positive logit is 1/τ = 2 and 2 + 2 + 2 other logits are 0: log(e**2 + 6) - 2
       >>> round(float(gist_info_nce(x, x, x, x, temperature=0.5, margin=0.1)), 4)
       0.5944
-      >>> # with margin 0 a guide that rates anchor and positive identical (g_i = 1) keeps
-      >>> # the self-similarities, as sentence-transformers does: log(3 e**2 + 6) - 2
+      >>> # with margin 0 a guide that rates anchor and positive identical (g_i = 1) drops
+      >>> # nothing by its rule, but the self-similarities are always excluded: the same loss
       >>> round(float(gist_info_nce(x, x, x, x, temperature=0.5)), 4)
-      1.3382
+      0.5944
 
     References:
       Solatorio, "GISTEmbed: Guided In-sample Selection of Training Negatives for Text
-      Embedding Fine-tuning", 2024. Reference implementation: sentence-transformers v6
+      Embedding Fine-tuning", 2024. Reference implementation: sentence-transformers 6.3
       ``GISTEmbedLoss`` (``temperature=0.01``, ``margin_strategy="absolute"``, ``margin=0.0``,
       ``contrast_anchors=True``, ``contrast_positives=True``; cosine via
       ``torch.nn.CosineSimilarity``, eps 1e-8).
     """
-    v.check_array(anchors, "anchors", ndim=2)
-    v.check_array(positives, "positives", ndim=2)
+    anchors = v.check_array(anchors, "anchors", ndim=2)
+    positives = v.check_array(positives, "positives", ndim=2)
     if np.shape(positives) != np.shape(anchors):
         raise ValueError(
             f"positives must be [batch, dim] like anchors {v.shape_str(anchors)}; "
             f"got {v.shape_str(positives)}"
         )
-    v.check_array(guide_anchors, "guide_anchors", ndim=2)
+    guide_anchors = v.check_array(guide_anchors, "guide_anchors", ndim=2)
     if np.shape(guide_anchors)[0] != np.shape(anchors)[0]:
         raise ValueError(
             f"guide_anchors must have the batch size of anchors {v.shape_str(anchors)}; "
             f"got {v.shape_str(guide_anchors)}"
         )
-    v.check_array(guide_positives, "guide_positives", ndim=2)
+    guide_positives = v.check_array(guide_positives, "guide_positives", ndim=2)
     if np.shape(guide_positives) != np.shape(guide_anchors):
         raise ValueError(
             f"guide_positives must be [batch, guide_dim] like guide_anchors "
@@ -110,13 +110,13 @@ def gist_info_nce(
             f"guide_negatives={'None' if guide_negatives is None else v.shape_str(guide_negatives)}"
         )
     if negatives is not None:
-        v.check_array(negatives, "negatives", ndim=2)
+        negatives = v.check_array(negatives, "negatives", ndim=2)
         if np.shape(negatives) != np.shape(anchors):
             raise ValueError(
                 f"negatives must be [batch, dim] like anchors {v.shape_str(anchors)} (one per "
                 f"anchor); got {v.shape_str(negatives)}"
             )
-        v.check_array(guide_negatives, "guide_negatives", ndim=2)
+        guide_negatives = v.check_array(guide_negatives, "guide_negatives", ndim=2)
         if np.shape(guide_negatives) != np.shape(guide_anchors):
             raise ValueError(
                 f"guide_negatives must be [batch, guide_dim] like guide_anchors "
@@ -151,6 +151,7 @@ def gist_info_nce(
 @functools.partial(
     jax.jit, static_argnames=("margin_strategy", "contrast_anchors", "contrast_positives")
 )
+@propagate_nan
 def _gist(
     a,
     p,
@@ -184,9 +185,9 @@ def _gist(
     a_scaled = a * inv_t
     blocks = [(a_scaled @ p.T, ~((guide_ap > threshold) & ~eye))]
     if contrast_anchors:
-        blocks.append((a_scaled @ a.T, ~(ga @ ga.T > threshold)))
+        blocks.append((a_scaled @ a.T, ~(ga @ ga.T > threshold) & ~eye))
     if contrast_positives:
-        blocks.append(((p * inv_t) @ p.T, ~(gp @ gp.T > threshold)))
+        blocks.append(((p * inv_t) @ p.T, ~(gp @ gp.T > threshold) & ~eye))
     if n is not None:
         n, gn = unit(n), guide(gn)
         blocks.append((a_scaled @ n.T, ~(ga @ gn.T > threshold)))
