@@ -17,7 +17,13 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxemb.checkpoint import CheckpointConfigError, Checkpointer, CheckpointWarning
+from jaxemb.checkpoint import (
+    CheckpointConfigError,
+    Checkpointer,
+    CheckpointWarning,
+    DivergenceError,
+    check_finite,
+)
 
 TOTAL_STEPS = 8
 DATA_SEED = 1234
@@ -634,3 +640,128 @@ def test_config_file_written_on_first_save_only(tmp_path):
         "n": 2,
         "path": "/x",
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Bytes damaged in place: detected by the file checksums before anything is read
+
+
+def _flip_bytes(path: Path, count: int = 64, seed: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    for i in rng.choice(len(data), size=min(count, len(data)), replace=False):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("target", ["largest-array-file", "manifest"])
+def test_flipped_bytes_are_detected_and_the_previous_step_restored(
+    tmp_path, reference, target, capfd
+):
+    final_ref, snaps = reference
+    train(tmp_path, until=6, save_every=2)
+    step_dir = tmp_path / "6"
+    if target == "manifest":
+        victim = step_dir / "state" / "manifest.ocdbt"
+    else:
+        victim = max((p for p in step_dir.rglob("*") if p.is_file()), key=os.path.getsize)
+    _flip_bytes(victim)
+    damaged = snapshot_tree(step_dir)
+    capfd.readouterr()
+
+    model, opt = fresh_objects()
+    template = as_ckpt(model, opt, jax.random.key(42), 0)
+    with pytest.warns(CheckpointWarning) as record:
+        with Checkpointer(tmp_path, save_every=2) as ckpt:
+            restored, start = ckpt.restore_or_init(template)
+    messages = [str(r.message) for r in record if issubclass(r.category, CheckpointWarning)]
+    assert len(messages) == 1, messages
+    assert "step 6" in messages[0] and "damaged on disk" in messages[0]
+    assert victim.relative_to(step_dir).as_posix() in messages[0]
+    assert "\n" not in messages[0]
+    # the previous step, bit for bit; the damaged one set aside untouched
+    assert start == 4
+    assert_bitwise_equal(snaps[4], restored)
+    assert snapshot_tree(tmp_path / "6.corrupt-0") == damaged
+    # nothing else reached the terminal: no tracebacks from orbax or TensorStore
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""
+
+
+def test_unsealed_step_is_set_aside_as_half_written(tmp_path, reference):
+    """A step whose file list was never written (killed during an async save) is not used."""
+    final_ref, snaps = reference
+    train(tmp_path, until=6, save_every=2)
+    (tmp_path / "6" / "jaxemb_files.json").unlink()
+    model, opt = fresh_objects()
+    with pytest.warns(CheckpointWarning, match="half-written checkpoint 6"):
+        with Checkpointer(tmp_path, save_every=2) as ckpt:
+            restored, start = ckpt.restore_or_init(as_ckpt(model, opt, jax.random.key(42), 0))
+    assert start == 4
+    assert_bitwise_equal(snaps[4], restored)
+    assert (tmp_path / "6.incomplete-0").is_dir()
+
+
+def test_legacy_steps_without_file_lists_still_restore(tmp_path):
+    """Steps written before file checksums existed (format 1) are restored as before."""
+    with Checkpointer(tmp_path, save_every=1) as ckpt:
+        ckpt.save(1, {"w": jnp.arange(3.0)})
+    (tmp_path / "1" / "jaxemb_files.json").unlink()
+    meta = tmp_path / "1" / "meta" / "metadata"
+    record = json.loads(meta.read_text())
+    record["format"] = "jaxemb.checkpoint/1"
+    meta.write_text(json.dumps(record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CheckpointWarning)
+        with Checkpointer(tmp_path, save_every=1) as ckpt:
+            restored, step = ckpt.restore_or_init({"w": jnp.zeros(3)})
+    assert step == 1
+    np.testing.assert_array_equal(np.asarray(restored["w"]), [0.0, 1.0, 2.0])
+
+
+def test_async_steps_get_their_file_lists(tmp_path):
+    ckpt = Checkpointer(tmp_path, save_every=1, async_save=True)
+    for step in (1, 2):
+        ckpt.save(step, {"w": jnp.full((4,), float(step))})
+    ckpt.close()
+    for step in (1, 2):
+        listed = json.loads((tmp_path / str(step) / "jaxemb_files.json").read_text())["files"]
+        on_disk = {
+            p.relative_to(tmp_path / str(step)).as_posix()
+            for p in (tmp_path / str(step)).rglob("*")
+            if p.is_file() and p.name != "jaxemb_files.json"
+        }
+        assert set(listed) == on_disk
+
+
+# ---------------------------------------------------------------------------------------------
+# The divergence guard
+
+
+def test_save_refuses_a_non_finite_state_and_names_the_last_good_step(tmp_path):
+    good = {"model": {"w": jnp.ones((2, 3))}, "step_count": 1}
+    bad = {"model": {"w": jnp.ones((2, 3)).at[1, 2].set(jnp.nan)}, "step_count": 2}
+    with Checkpointer(tmp_path, save_every=1) as ckpt:
+        assert ckpt.save(1, good)
+        with pytest.raises(DivergenceError) as info:
+            ckpt.save(2, bad)
+        assert ckpt.all_steps() == [1]
+    message = str(info.value)
+    assert "step 2" in message and "model/w" in message and "1 of 6" in message
+    assert "step 1" in message and str(tmp_path) in message and "\n" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
+    with Checkpointer(tmp_path / "fresh", save_every=1) as ckpt:
+        with pytest.raises(DivergenceError, match="No checkpoint was saved before"):
+            ckpt.save(1, {"w": jnp.array([jnp.inf], jnp.bfloat16)})
+        # integers and keys are never "non-finite"
+        assert ckpt.save(2, {"i": jnp.array([-1, 2]), "rng": jax.random.key(0)})
+
+
+def test_check_finite_names_the_quantity():
+    check_finite(3, {"loss": 0.25, "state": {"w": np.zeros(2), "n": 4}})
+    with pytest.raises(DivergenceError, match=r"step 7: loss is not finite"):
+        check_finite(7, {"loss": jnp.float32(jnp.inf)})
+    with pytest.raises(DivergenceError, match=r"state/layers/0 holds 2 of 4 values"):
+        check_finite(7, {"state": {"layers": [np.array([np.nan, 1, np.inf, 0.0])]}})
+    with pytest.raises(ValueError, match="values must be a non-empty mapping"):
+        check_finite(1, {})

@@ -3,7 +3,9 @@
 A checkpoint holds one pytree (model state, optimizer state, RNG key, data position, ...) and a
 small JSON record (step, run config, and the path/shape/dtype of every leaf). The record lets a
 restart tell a *corrupted* step (moved aside, the previous step is used) from a checkpoint of a
-*different run* (refused with :class:`CheckpointConfigError`, nothing touched).
+*different run* (refused with :class:`CheckpointConfigError`, nothing touched). Each finished
+step also gets a list of its files with their sizes and CRC-32 checksums, verified before any
+byte of the step is read back, so a step damaged on disk is never restored.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import time
 import warnings
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,13 +26,17 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import multihost
 
 from jaxemb._validate import check_int
+from jaxemb.checkpoint._guard import DivergenceError, count_nonfinite, divergence_message
 
 _STATE = "state"
 _META = "meta"
 _CONFIG_FILE = "jaxemb_config.json"
 _COMMIT_FILE = "commit_success.txt"
+_FILES = "jaxemb_files.json"  # inside each step directory: every file's size and CRC-32
 _TMP_MARK = ".orbax-checkpoint-tmp"
-_FORMAT = "jaxemb.checkpoint/1"
+_FORMAT = "jaxemb.checkpoint/2"
+_LEGACY_FORMAT = "jaxemb.checkpoint/1"  # steps written before file checksums existed
+_CHUNK = 1 << 22
 _STEP_RE = re.compile(r"^(0|[1-9]\d*)$")
 _MAX_LISTED = 6
 
@@ -246,6 +253,61 @@ def _layout_mismatch(stored: list[dict], wanted: list[dict]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# Files of a finished step: sizes and checksums, written once and verified before a restore.
+
+
+def _file_crc(path: Path) -> tuple[int, int]:
+    size, crc = 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            size += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+    return size, crc
+
+
+def _step_files(step_dir: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, crc32)}`` of every file of a step (except the list itself)."""
+    return {
+        p.relative_to(step_dir).as_posix(): _file_crc(p)
+        for p in sorted(step_dir.rglob("*"))
+        if p.is_file() and p.name != _FILES
+    }
+
+
+def _damage(step_dir: Path) -> str | None:
+    """What differs between a step's files and the list written when it was saved.
+
+    Returns ``None`` when every file is as saved, ``"unsealed"`` when the step has no list, or
+    a short description of the first difference.
+    """
+    listing = step_dir / _FILES
+    if not listing.is_file():
+        return "unsealed"
+    try:
+        saved = json.loads(listing.read_text())
+        if not isinstance(saved, dict) or not isinstance(saved.get("files"), dict):
+            raise ValueError("no 'files' entry")
+        saved = {k: tuple(v) for k, v in saved["files"].items()}
+    except (OSError, ValueError, TypeError) as e:
+        return f"its file list {_FILES} is unreadable ({type(e).__name__})"
+    found = _step_files(step_dir)
+    problems = []
+    for name in sorted(set(saved) | set(found)):
+        if name not in found:
+            problems.append(f"{name} is missing")
+        elif name not in saved:
+            problems.append(f"{name} was not part of the save")
+        elif found[name][0] != saved[name][0]:
+            problems.append(f"{name} has {found[name][0]} bytes, {saved[name][0]} were saved")
+        elif found[name][1] != saved[name][1]:
+            problems.append(f"{name} has changed bytes (CRC-32 mismatch)")
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} other files differ)" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
+# --------------------------------------------------------------------------------------------
 # Run configs.
 
 
@@ -314,12 +376,18 @@ class Checkpointer:
 
     * ``restore_or_init(template)`` restores the newest complete step onto the template's
       shardings and dtypes, or returns the template and step 0 when there is nothing to restore.
-    * A half-written step (orbax's ``*.orbax-checkpoint-tmp-*`` directory, or a step directory
-      without ``commit_success.txt``) is never loaded: it is renamed ``<name>.incomplete-<n>``
-      with a :class:`CheckpointWarning`. A complete step that fails to restore (truncated or
-      missing array files, garbage metadata) is renamed ``<step>.corrupt-<n>`` with a warning
-      naming the step and the error, and the previous step is tried; when none restores, training
+    * A half-written step (orbax's ``*.orbax-checkpoint-tmp-*`` directory, a step directory
+      without ``commit_success.txt``, or one whose file list was never written) is never loaded:
+      it is renamed ``<name>.incomplete-<n>`` with a :class:`CheckpointWarning`.
+    * Every finished step lists its files with their sizes and CRC-32 checksums
+      (``<step>/jaxemb_files.json``). Before a step is read, its files are checked against the
+      list; a step damaged on disk (flipped bytes, truncated, missing or added files) or one
+      that fails to restore is renamed ``<step>.corrupt-<n>`` with a one-line warning naming
+      the step and what is wrong, and the previous step is tried; when none restores, training
       starts fresh with a warning. Nothing is ever deleted except by orbax's keep-last-K policy.
+    * ``save`` refuses a state holding NaN or infinite floating values: it raises
+      :class:`DivergenceError` naming the step, the leaf and the last good checkpoint, and
+      writes nothing (the divergence guard of every experiment).
     * A directory written under a different ``config`` (or with a different state layout) raises
       :class:`CheckpointConfigError` before anything is read or written.
 
@@ -338,7 +406,10 @@ class Checkpointer:
       ignore_keys: config keys (dotted for nested ones, e.g. ``"train.steps"``) that may change
         between a run and its resumption, such as the total number of steps or the workdir.
       async_save: write in a background thread (orbax async checkpointing); ``wait()`` blocks
-        until the last save is on disk. Synchronous by default.
+        until the last save is on disk. A step saved asynchronously gets its file list at the
+        next ``save``, ``wait``, ``close`` or ``restore_or_init``; a process killed before that
+        leaves it unlisted, and a restart sets it aside as half-written. Synchronous by
+        default.
 
     Raises:
       ValueError: ``save_every`` or ``keep`` < 1, or a config that is not JSON-serialisable.
@@ -392,6 +463,8 @@ class Checkpointer:
             raise ValueError(f"directory must be a directory; {self._directory} is a file")
         self._save_every = int(save_every)
         self._config = _normalise_config(config)
+        self._async = bool(async_save)
+        self._unsealed: list[int] = []  # async steps whose file list is not written yet
         self._barriers = 0
         self._closed = False
         # Check before orbax is constructed: a refused directory is never written to.
@@ -451,17 +524,30 @@ class Checkpointer:
 
         Returns:
           Whether a checkpoint was written (started, with ``async_save``).
+
+        Raises:
+          DivergenceError: a floating leaf of ``state`` holds NaN or infinite values; nothing
+            is written, and the message names the step, the leaf and the last good step.
         """
         self._check_open()
         check_int(step, "step", minimum=0)
         step = int(step)
         if not (force or step % self._save_every == 0):
             return False
+        self._seal_finished()
         if step in self.all_steps():
             return False
         paths, leaves, _ = _flatten(state)
         names = ["/".join(p) for p in paths]
         arrays = [_to_saveable(leaf, n) for leaf, n in zip(leaves, names, strict=True)]
+        for name, leaf, bad in zip(names, leaves, count_nonfinite(leaves), strict=True):
+            if bad:
+                size = int(np.prod(np.shape(leaf)))
+                raise DivergenceError(
+                    divergence_message(
+                        step, f"state leaf {name}", bad, size, self.latest_step(), self._directory
+                    )
+                )
         meta = {
             "format": _FORMAT,
             "step": step,
@@ -470,7 +556,7 @@ class Checkpointer:
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         self._write_config_once()
-        return bool(
+        saved = bool(
             self._manager.save(
                 step,
                 args=ocp.args.Composite(
@@ -482,6 +568,11 @@ class Checkpointer:
                 force=True,
             )
         )
+        if saved:
+            self._unsealed.append(step)
+            if not self._async:
+                self._seal_finished()
+        return saved
 
     # -- restore ------------------------------------------------------------------------------
 
@@ -515,6 +606,10 @@ class Checkpointer:
         self._manager.reload()
         steps = self.all_steps()
         for step in reversed(steps):
+            damage = _damage(self._directory / str(step))
+            if damage is not None and damage != "unsealed":
+                self._set_aside(step, f"damaged on disk: {damage}")
+                continue
             try:
                 meta = self._manager.restore(
                     step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()})
@@ -523,6 +618,11 @@ class Checkpointer:
                     raise ValueError(f"unreadable record: {str(meta)[:80]!r}")
             except Exception as e:  # noqa: BLE001 - any failure means the step is unusable
                 self._set_aside(step, e)
+                continue
+            if damage == "unsealed" and meta.get("format") != _LEGACY_FORMAT:
+                # Saved by this version but its file list was never written: the save (or the
+                # process) stopped before the step was finished.
+                self._set_aside_unfinished(step)
                 continue
             problems = _layout_mismatch(meta["leaves"], wanted)
             if problems:
@@ -560,15 +660,15 @@ class Checkpointer:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def wait(self) -> None:
-        """Blocks until pending (async) saves are written."""
+        """Blocks until pending (async) saves are written and their file lists recorded."""
         if not self._closed:
-            self._manager.wait_until_finished()
+            self._seal_finished()
 
     def close(self) -> None:
         """Waits for pending saves and releases orbax's resources (idempotent)."""
         if self._closed:
             return
-        self._manager.wait_until_finished()
+        self._seal_finished()
         self._manager.close()
         self._closed = True
 
@@ -577,6 +677,23 @@ class Checkpointer:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"this Checkpointer for {self._directory} is closed")
+
+    def _seal_finished(self) -> None:
+        """Writes the file list of every step saved since the last call, once it is on disk."""
+        self._manager.wait_until_finished()
+        if not self._unsealed:
+            return
+        if multihost.is_primary_host(0):
+            for step in self._unsealed:
+                step_dir = self._directory / str(step)
+                if not step_dir.is_dir():  # already removed by keep-last-K
+                    continue
+                record = {"format": _FORMAT, "step": step, "files": _step_files(step_dir)}
+                tmp = step_dir / (_FILES + ".tmp")
+                tmp.write_text(json.dumps(record, sort_keys=True) + "\n")
+                os.replace(tmp, step_dir / _FILES)
+        self._unsealed = []
+        self._sync("sealed")
 
     def _step_dirs(self) -> dict[int, Path]:
         if not self._directory.is_dir():
@@ -680,7 +797,21 @@ class Checkpointer:
                 )
         self._sync("incomplete")
 
-    def _set_aside(self, step: int, error: BaseException) -> None:
+    def _set_aside_unfinished(self, step: int) -> None:
+        """Renames a step whose file list was never written to ``<step>.incomplete-<n>``."""
+        target = self._free_name(str(step), "incomplete")
+        if multihost.is_primary_host(0):
+            os.rename(self._directory / str(step), target)
+        self._sync("unfinished")
+        self._manager.reload()
+        warnings.warn(
+            f"Ignoring half-written checkpoint {step} in {self._directory} (its save never "
+            f"finished: the list of its files was not written); it was renamed {target.name}.",
+            CheckpointWarning,
+            stacklevel=3,
+        )
+
+    def _set_aside(self, step: int, error: BaseException | str) -> None:
         """Renames a step that failed to restore to ``<step>.corrupt-<n>`` and warns."""
         source = self._directory / str(step)
         target = self._free_name(str(step), "corrupt")
@@ -688,7 +819,10 @@ class Checkpointer:
             os.rename(source, target)
         self._sync("corrupt")
         self._manager.reload()
-        message = " ".join(f"{type(error).__name__}: {error}".split())
+        if isinstance(error, str):
+            message = error
+        else:
+            message = " ".join(f"{type(error).__name__}: {error}".split())
         if len(message) > 300:
             message = message[:297] + "..."
         warnings.warn(
