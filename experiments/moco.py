@@ -29,9 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
-from jaxemb import analysis, checkpoint, data, parallel
+from jaxemb import analysis, checkpoint, data, experiment, parallel
 from jaxemb.config import ConfigError, check_numbers, invalid, merge_overrides, run_main
 
 
@@ -212,8 +211,7 @@ def _train_moco(c: dict[str, Any], workdir: Path, mesh, train) -> tuple[Any, dic
         keep=c["keep_checkpoints"],
         config=ckpt_config,
     )
-    state, start = ckpt.restore_or_init(state)
-    start = int(start)
+    state, start = experiment.resume(ckpt, state, program="moco")
     nnx.update(model, state["model"])
     nnx.update(optimizer, state["opt"])
     key_params = state["key_params"]
@@ -259,47 +257,45 @@ def _train_moco(c: dict[str, Any], workdir: Path, mesh, train) -> tuple[Any, dic
     pipeline = data.make_pipeline(
         train, batch_size=c["batch_size"], seed=c["seed"], start_step=start
     )
-    curve = []
+
+    def step_fn(carry, batch, step):
+        images = parallel.shard_batch(mesh, batch["image"])
+        *carry, loss = train_step(*carry, images, jax.random.fold_in(base_key, step))
+        return tuple(carry), {"moco_loss": loss}
+
+    def saveable(carry, done):
+        train_state, key_params, queue = carry
+        nnx.update((model, optimizer), train_state)
+        return {
+            "model": nnx.state(model),
+            "opt": nnx.state(optimizer),
+            "key_params": key_params,
+            "queue": {"keys": queue.keys, "ptr": queue.ptr},
+            "rng": base_key,
+            "data_position": np.int64(done),
+        }
+
     t0 = time.perf_counter()
-    with open(workdir / "metrics.jsonl", "a") as metrics_file, jax.set_mesh(mesh):
-        bar = tqdm(
-            range(start, c["steps"]),
-            desc="moco",
-            initial=start,
-            total=c["steps"],
-            dynamic_ncols=True,
-            disable=None,
-        )
-        batches = iter(pipeline)
-        for step in bar:
-            images = parallel.shard_batch(mesh, next(batches)["image"])
-            train_state, key_params, queue, loss = train_step(
-                train_state, key_params, queue, images, jax.random.fold_in(base_key, step)
+    try:
+        with experiment.MetricsLog(workdir / "metrics.jsonl") as log, jax.set_mesh(mesh):
+            (train_state, key_params, queue), history = experiment.train_loop(
+                step_fn,
+                (train_state, key_params, queue),
+                iter(pipeline),
+                steps=c["steps"],
+                start=start,
+                log_every=c["log_every"],
+                metrics_log=log,
+                checkpointer=ckpt,
+                saveable=saveable,
+                desc="moco",
+                show="moco_loss",
+                finite=("moco_loss",),
             )
-            done = step + 1
-            if done % c["log_every"] == 0 or done == c["steps"]:
-                loss = float(loss)
-                curve.append((done, loss))
-                bar.set_postfix(loss=f"{loss:.3f}")
-                metrics_file.write(json.dumps({"step": done, "moco_loss": loss}) + "\n")
-            if done % c["ckpt_every"] == 0 or done == c["steps"]:
-                nnx.update((model, optimizer), train_state)
-                ckpt.save(
-                    done,
-                    {
-                        "model": nnx.state(model),
-                        "opt": nnx.state(optimizer),
-                        "key_params": key_params,
-                        "queue": {"keys": queue.keys, "ptr": queue.ptr},
-                        "rng": base_key,
-                        "data_position": np.int64(done),
-                    },
-                    force=done == c["steps"],
-                )
-        bar.close()
+    finally:
+        ckpt.close()
+    curve = [(r["step"], r["moco_loss"]) for r in history]
     nnx.update((model, optimizer), train_state)
-    ckpt.wait()
-    ckpt.close()
     timings = {"train_s": time.perf_counter() - t0, "train_steps_run": c["steps"] - start}
     return model, {"curve": curve, "timings": timings}
 

@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from jaxemb import analysis, checkpoint, data, losses, parallel, sae
+from jaxemb import analysis, checkpoint, data, experiment, losses, parallel, sae
 from jaxemb.analysis import plots
 from jaxemb.config import ConfigError, check_numbers, invalid, merge_overrides, run_main
 from jaxemb.encoders import ConvEncoder, MatryoshkaHead, MLPEncoder
@@ -247,8 +247,7 @@ def _train(run: _Run, train: dict[str, np.ndarray]) -> None:
         keep=c["keep_checkpoints"],
         config=ckpt_config,
     )
-    state, start = ckpt.restore_or_init(state)
-    start = int(start)
+    state, start = experiment.resume(ckpt, state, program="quickstart")
     nnx.update(model, state["model"])
     nnx.update(optimizer, state["opt"])
 
@@ -284,60 +283,51 @@ def _train(run: _Run, train: dict[str, np.ndarray]) -> None:
     pipeline = data.make_pipeline(
         train, batch_size=c["batch_size"], seed=c["seed"], start_step=start
     )
+
+    def step_fn(train_state, batch, step):
+        images = parallel.shard_batch(mesh, batch["image"])
+        train_state, loss = train_step(train_state, images, jax.random.fold_in(base_key, step))
+        return train_state, {"loss": loss}
+
+    def saveable(train_state, done):
+        nnx.update((model, optimizer), train_state)
+        return {
+            "model": nnx.state(model),
+            "opt": nnx.state(optimizer),
+            "rng": base_key,
+            "data_position": np.int64(done),
+        }
+
     metrics_path = run.workdir / "metrics.jsonl"
     t0 = time.perf_counter()
-    with open(metrics_path, "a") as metrics_file, jax.set_mesh(mesh):
-        bar = tqdm(
-            range(start, c["steps"]),
-            desc="simclr",
-            initial=start,
-            total=c["steps"],
-            dynamic_ncols=True,
-            disable=None,
-        )
-        batches = iter(pipeline)
-        for step in bar:
-            batch = next(batches)
-            images = parallel.shard_batch(mesh, batch["image"])
-            train_state, loss = train_step(train_state, images, jax.random.fold_in(base_key, step))
-            done = step + 1
-            if done % c["log_every"] == 0 or done == c["steps"]:
-                loss = float(loss)
-                run.losses.append((done, loss))
-                bar.set_postfix(loss=f"{loss:.3f}")
-                metrics_file.write(
-                    json.dumps({"step": done, "loss": loss, "lr": float(schedule(done))}) + "\n"
-                )
-            if done % c["ckpt_every"] == 0 or done == c["steps"]:
-                nnx.update((model, optimizer), train_state)
-                ckpt.save(
-                    done,
-                    {
-                        "model": nnx.state(model),
-                        "opt": nnx.state(optimizer),
-                        "rng": base_key,
-                        "data_position": np.int64(done),
-                    },
-                    force=done == c["steps"],
-                )
-        bar.close()
+    try:
+        with experiment.MetricsLog(metrics_path) as log, jax.set_mesh(mesh):
+            train_state, history = experiment.train_loop(
+                step_fn,
+                train_state,
+                iter(pipeline),
+                steps=c["steps"],
+                start=start,
+                log_every=c["log_every"],
+                metrics_log=log,
+                checkpointer=ckpt,
+                saveable=saveable,
+                desc="simclr",
+                extra_log=lambda done: {"lr": float(schedule(done))},
+            )
+    finally:
+        ckpt.close()
+    del history  # the whole curve, earlier runs of a resumed workdir included, is on disk
     nnx.update((model, optimizer), train_state)
-    ckpt.wait()
-    ckpt.close()
     run.timings["train_s"] = time.perf_counter() - t0
     run.timings["train_steps_run"] = c["steps"] - start
-    if not run.losses:  # resumed a finished run: recover the curve from metrics.jsonl
-        run.losses = _read_losses(metrics_path)
+    run.losses = _read_losses(metrics_path)
     run.model = model
 
 
 def _read_losses(path: Path) -> list[tuple[int, float]]:
-    out = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if "loss" in rec and "step" in rec:
-                out[rec["step"]] = rec["loss"]
+    """The loss curve of every run of this workdir (a step logged twice keeps its last value)."""
+    out = {r["step"]: r["loss"] for r in experiment.MetricsLog.read(path) if "loss" in r}
     return sorted(out.items())
 
 

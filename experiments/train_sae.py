@@ -41,9 +41,8 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm.auto import tqdm
 
-from jaxemb import checkpoint, data, parallel, sae
+from jaxemb import checkpoint, data, experiment, parallel, sae
 from jaxemb.analysis import plots
 from jaxemb.config import ConfigError, check_numbers, invalid, merge_overrides, run_main
 
@@ -444,48 +443,41 @@ def _train(c: dict[str, Any], workdir: Path, emb: _Embeddings, mesh) -> tuple[nn
         keep=c["keep_checkpoints"],
         config=ckpt_config,
     )
-    restored, start = ckpt.restore_or_init({"train": state, "data_position": np.int64(0)})
-    state, start = restored["train"], int(start)
+    template = {"train": state, "data_position": np.int64(0)}
+    restored, start = experiment.resume(ckpt, template, program="train_sae")
+    state = restored["train"]
 
     pipeline = emb.pipeline(batch_size=c["batch_size"], seed=c["seed"], start_step=start)
-    history: list[dict[str, float]] = []
+
+    def step_fn(state, batch, step):
+        x = emb.batch_array(batch)
+        if not np.all(np.isfinite(x)):
+            last = ckpt.latest_step()
+            where = "none was written yet" if last is None else f"the last is step {last}"
+            raise TrainSAEError(
+                f"Batch {step} (0-based, of {c['batch_size']} rows) contains NaN or Inf "
+                "values; training stopped before using it, so no checkpoint holds it "
+                f"({where}). Clean the input embeddings and run again; the run resumes "
+                "from the last checkpoint."
+            )
+        return train_step(state, parallel.shard_batch(mesh, x))
+
     t0 = time.perf_counter()
     try:
-        with open(workdir / "metrics.jsonl", "a") as log, jax.set_mesh(mesh):
-            bar = tqdm(
-                range(start, c["steps"]),
+        with experiment.MetricsLog(workdir / "metrics.jsonl") as log, jax.set_mesh(mesh):
+            state, history = experiment.train_loop(
+                step_fn,
+                state,
+                iter(pipeline),
+                steps=c["steps"],
+                start=start,
+                log_every=c["log_every"],
+                metrics_log=log,
+                checkpointer=ckpt,
+                saveable=lambda state, done: {"train": state, "data_position": np.int64(done)},
                 desc=f"{c['variant']}-sae",
-                initial=start,
-                total=c["steps"],
-                dynamic_ncols=True,
-                disable=None,
+                show="fvu",
             )
-            batches = iter(pipeline)
-            for step in bar:
-                x = emb.batch_array(next(batches))
-                if not np.all(np.isfinite(x)):
-                    last = ckpt.latest_step()
-                    where = "none was written yet" if last is None else f"the last is step {last}"
-                    raise TrainSAEError(
-                        f"Batch {step} (0-based, of {c['batch_size']} rows) contains NaN or Inf "
-                        "values; training stopped before using it, so no checkpoint holds it "
-                        f"({where}). Clean the input embeddings and run again; the run resumes "
-                        "from the last checkpoint."
-                    )
-                state, metrics = train_step(state, parallel.shard_batch(mesh, x))
-                done = step + 1
-                if done % c["log_every"] == 0 or done == c["steps"]:
-                    rec = {"step": done, **{k: float(v) for k, v in metrics.items()}}
-                    history.append(rec)
-                    log.write(json.dumps(rec) + "\n")
-                    bar.set_postfix(fvu=f"{rec.get('fvu', float('nan')):.3f}")
-                if done % c["ckpt_every"] == 0 or done == c["steps"]:
-                    ckpt.save(
-                        done,
-                        {"train": state, "data_position": np.int64(done)},
-                        force=done == c["steps"],
-                    )
-            bar.close()
     finally:
         ckpt.close()
     _sync(model, state)

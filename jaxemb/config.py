@@ -12,6 +12,7 @@ import argparse
 import ast
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -135,6 +136,11 @@ def check_numbers(
                 raise invalid(config, defaults, key, expected, error=error)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    del filename, lineno, line
+    return f"warning: {' '.join(str(message).split())} [{category.__name__}]\n"
+
+
 def run_main(
     argv: list[str] | None,
     *,
@@ -149,9 +155,14 @@ def run_main(
 ) -> int:
     """The command line shared by the experiment scripts: ``--workdir DIR key=value ...``.
 
-    Known errors (``errors``) are printed as one paragraph on stderr and give exit code 2;
-    on success ``summarize(config, result, workdir, seconds)`` is printed and the exit code is 0.
+    Known errors (``errors``) are printed as one paragraph on stderr and give exit code 2; a
+    diverged run (:class:`~jaxemb.checkpoint.DivergenceError`) prints its paragraph and gives
+    exit code 3; on success ``summarize(config, result, workdir, seconds)`` is printed and the
+    exit code is 0. Warnings (e.g. a damaged checkpoint set aside) print as one line each.
     """
+    from jaxemb.checkpoint import DivergenceError
+
+    warnings.formatwarning = _one_line_warning
     parser = argparse.ArgumentParser(
         prog=program,
         description=description,
@@ -167,5 +178,8 @@ def run_main(
     except (ConfigError, *errors) as e:
         print(f"{program}: {e}", file=sys.stderr)
         return 2
+    except DivergenceError as e:
+        print(f"{program}: {e}", file=sys.stderr)
+        return 3
     print(summarize(config, result, args.workdir, time.perf_counter() - start))
     return 0

@@ -3,12 +3,14 @@
 import importlib.util
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jaxemb import data, sae
+from jaxemb.checkpoint import CheckpointWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,3 +164,46 @@ def test_wrong_rank_file_and_unknown_key_exit_2(tmp_path, capsys):
         ts.make_config(dict(d_sae=32, k=40))
     with pytest.raises(ValueError, match="variant='sparse'"):
         ts.make_config(dict(variant="sparse"))
+
+
+def test_divergence_stops_the_run_and_damaged_steps_are_skipped(tmp_path, capsys):
+    """lr=1e12 stops with exit code 3 and keeps only finite checkpoints; a re-run that stops
+    before the diverging step resumes from the newest intact checkpoint (after skipping a
+    damaged step with one warning line) and says so on stdout, which is not a terminal here."""
+    x = np.random.default_rng(0).normal(size=(640, 8)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", x)
+    run = tmp_path / "run"
+    argv = ["--workdir", str(run), f"source={tmp_path / 'emb.npy'}", "d_sae=32", "k=3"]
+    argv += ["batch_size=64", "lr_warmup=2", "ckpt_every=1", "log_every=1"]
+    argv += ["eval_rows=256", "lr=1e12"]
+    assert ts.main(argv + ["steps=12"]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Training diverged at step 3: loss is not finite" in err
+    assert "last good checkpoint, step 2" in err and str(run / "checkpoints") in err
+    steps = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == ["1", "2"]
+    assert not (run / "report.md").exists() and not (run / "sae").exists()
+    logged = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in logged] == [1, 2] and all(np.isfinite(r["loss"]) for r in logged)
+
+    # damage step 2 in place: it is skipped with one warning line, step 1 is resumed
+    victim = max(
+        (p for p in (run / "checkpoints/2").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    data = bytearray(victim.read_bytes())
+    for i in range(0, len(data), max(1, len(data) // 64)):
+        data[i] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.warns(CheckpointWarning) as record:
+        assert ts.main(argv + ["steps=2"]) == 0
+    out, err = capsys.readouterr()
+    assert f"train_sae: resumed from step 1 ({run / 'checkpoints'})" in out
+    assert err == ""  # no traceback from orbax or TensorStore
+    (message,) = [str(r.message) for r in record if r.category is CheckpointWarning]
+    assert message.startswith("Checkpoint step 2 ") and "damaged on disk" in message
+    # the experiments print each warning on one line
+    line = warnings.formatwarning(message, CheckpointWarning, "x.py", 1)
+    assert line.count("\n") == 1 and line.startswith("warning: Checkpoint step 2 ")
+    summary = read_jsonl(run / "metrics.jsonl")[-1]
+    assert summary["final"] is True and summary["steps"] == 2
