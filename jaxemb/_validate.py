@@ -33,7 +33,7 @@ def check_array(
     ndim: int | Sequence[int] | None = None,
     kind: str = "float",
     allow_empty: bool = False,
-) -> None:
+) -> Any:
     """Checks rank, dtype kind and non-emptiness of an array argument.
 
     Args:
@@ -42,14 +42,25 @@ def check_array(
       ndim: required rank (or tuple of allowed ranks); ``None`` accepts any rank.
       kind: ``"float"`` (floating point, including bfloat16), ``"int"`` (integer or bool),
         ``"number"`` (either) or ``"any"``.
-      allow_empty: whether a zero-length leading axis is acceptable.
+      allow_empty: whether zero-length axes are acceptable. By default every axis must be
+        non-empty: an empty batch and an empty feature axis (``[batch, 0]``) are both refused,
+        since a loss or statistic over them is meaningless.
+
+    Returns:
+      ``x`` as an array: unchanged when it already is one (NumPy, ``jax.Array`` or a tracer),
+      else ``np.asarray(x)`` (nested lists and tuples are accepted wherever arrays are).
 
     Raises:
       ValueError: naming ``name``, the expectation and what was seen.
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         if isinstance(x, (numbers.Number, list, tuple)):
-            x = np.asarray(x)
+            try:
+                x = np.asarray(x)
+            except ValueError as e:  # ragged nested lists
+                raise ValueError(f"{name} must be a rectangular array; got {e}") from None
+            if x.dtype == object or x.dtype.kind in "US":
+                raise ValueError(f"{name} must be an array of numbers; got {x.dtype} values")
         else:
             raise ValueError(f"{name} must be an array; got {type(x).__name__}")
     if ndim is not None:
@@ -68,8 +79,15 @@ def check_array(
     }[kind]
     if not ok:
         raise ValueError(f"{name} must have a {kind} dtype; got {dt} with shape {shape_str(x)}")
-    if not allow_empty and len(x.shape) > 0 and x.shape[0] == 0:
-        raise ValueError(f"{name} must not be empty; got shape {shape_str(x)}")
+    if not allow_empty and 0 in tuple(x.shape):
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} must not be empty; got shape {shape_str(x)}")
+        axis = tuple(x.shape).index(0)
+        raise ValueError(
+            f"{name} must not have an empty axis (axis {axis} has length 0, e.g. an empty "
+            f"feature axis); got shape {shape_str(x)}"
+        )
+    return x
 
 
 def check_same_shape(a: Any, name_a: str, b: Any, name_b: str) -> None:
@@ -94,20 +112,60 @@ def is_concrete(value: Any) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
+def _real_scalar(value: Any, name: str) -> np.ndarray | None:
+    """``value`` as a 0-d NumPy array of a real dtype, or ``None`` for a traced value.
+
+    Strings, booleans, complex numbers, ``None`` and arrays of more than one element are
+    refused with a ``ValueError`` naming ``name``.
+    """
+    if not is_concrete(value):
+        return None
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise ValueError(f"{name} must be a real number; got {value!r}")
+    try:
+        x = np.asarray(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number; got {value!r}") from None
+    if x.ndim != 0:
+        raise ValueError(f"{name} must be a scalar; got shape {shape_str(x)}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{name} must be a real number; got {value!r}")
+    return x
+
+
 def check_positive(value: Any, name: str, *, strict: bool = True) -> None:
-    """Checks ``value > 0`` (or ``>= 0`` when ``strict=False``) for concrete scalars.
+    """Checks ``value > 0`` (or ``>= 0`` when ``strict=False``) for concrete real scalars.
 
     Traced values (a learnable temperature inside a user's jit) cannot be read and are let
     through.
     """
-    if not is_concrete(value):
+    v = _real_scalar(value, name)
+    if v is None:
         return
-    v = np.asarray(value)
-    if v.ndim != 0:
-        raise ValueError(f"{name} must be a scalar; got shape {shape_str(v)}")
     if not np.isfinite(v) or (v <= 0 if strict else v < 0):
         rel = "> 0" if strict else ">= 0"
         raise ValueError(f"{name} must be a finite number {rel}; got {v.item()!r}")
+
+
+def check_scalar(value: Any, name: str, *, low: float, high: float | None = None) -> None:
+    """Checks ``low <= value`` (and ``value < high`` when given) for a concrete real scalar.
+
+    Traced values (a hyperparameter scheduled inside a user's jit) cannot be read and pass.
+    """
+    x = _real_scalar(value, name)
+    if x is None:
+        return
+    bad = not np.isfinite(x) or x < low or (high is not None and x >= high)
+    if bad:
+        want = f"in [{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a finite number {want}; got {x.item()!r}")
+
+
+def check_finite_scalar(value: Any, name: str) -> None:
+    """Checks that a concrete hyperparameter is a finite real number (any sign)."""
+    x = _real_scalar(value, name)
+    if x is not None and not np.isfinite(x):
+        raise ValueError(f"{name} must be a finite number; got {x.item()!r}")
 
 
 def check_choice(value: Any, name: str, choices: Sequence[Any]) -> None:
@@ -116,11 +174,23 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> None:
         raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
 
 
-def check_labels(labels: Any, name: str, batch: int) -> None:
-    """Checks integer labels of shape ``[batch]``."""
-    check_array(labels, name, ndim=1, kind="int")
+def check_labels(labels: Any, name: str, batch: int) -> Any:
+    """Checks integer labels of shape ``[batch]``; returns them as an array."""
+    labels = check_array(labels, name, ndim=1, kind="int")
     if labels.shape[0] != batch:
         raise ValueError(f"{name} must have shape [{batch}] (one per row); got {shape_str(labels)}")
+    return labels
+
+
+def check_index_range(indices: Any, name: str, upper: int, what: str) -> None:
+    """Checks that concrete integer ``indices`` lie in ``[0, upper)`` (traced ones pass).
+
+    ``what`` names the bound in the message, e.g. ``"d_sae"``.
+    """
+    if is_concrete(indices) and np.size(indices):
+        lo, hi = int(np.min(indices)), int(np.max(indices))
+        if lo < 0 or hi >= upper:
+            raise ValueError(f"{name} must lie in [0, {what}={upper}); got values in [{lo}, {hi}]")
 
 
 def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None):

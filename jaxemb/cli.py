@@ -39,10 +39,24 @@ class CLIError(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_npy(path: str, what: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"{what} file not found: {path}")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+    except OSError as err:
+        raise CLIError(f"could not read {what} {path}: {err}") from err
+    if head != _NPY_MAGIC:
+        raise CLIError(
+            f"{what} {path} is not a .npy file (it does not start with the NumPy format's magic "
+            "string; text, CSV, pickle and .npz files are not read). Save the array with "
+            "numpy.save(path, array) and pass that file."
+        )
     try:
         return np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
@@ -142,6 +156,21 @@ def _analyze(args: argparse.Namespace) -> int:
         raise CLIError(f"--k must be in [1, N - 1 = {n - 1}] for {n} embeddings; got {k}")
     if not 0.0 < args.test_fraction < 1.0:
         raise CLIError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
+    if args.max_points < 3:
+        raise CLIError(
+            "--max-points (rows subsampled for RBF CKA and the similarity histogram) must be at "
+            f"least 3; got {args.max_points}"
+        )
+    if y is not None:
+        train, _ = _split(n, args.test_fraction, args.seed)
+        if len(classes) < 2 or np.unique(y[train]).size < 2:
+            raise CLIError(
+                f"--labels {args.labels} must hold at least 2 classes in the training part of "
+                f"the split (found {np.unique(y[train]).size}); kNN accuracy and a linear probe "
+                "of a single class measure nothing. Pass labels with several classes, or change "
+                "--test-fraction / --seed."
+            )
+    _check_writable_dir(Path(args.out), "--out")
 
     # 2. Compute.
     xj = jnp.asarray(x)
@@ -304,6 +333,25 @@ def _add_analyze(subparsers: Any) -> None:
     p.set_defaults(handler=_analyze)
 
 
+def _check_writable_dir(path: Path, what: str) -> None:
+    """Checks, before any work, that files can be created in ``path`` (or in the nearest folder
+    above it that exists, when ``path`` is still to be created). Leaves nothing behind."""
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{what} {path} exists and is not a directory")
+    base = path
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    probe = base / f".jaxemb-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise CLIError(
+            f"{what} {path} is not writable ({err.strerror or err}, in {base}); nothing was "
+            "computed. Choose a folder you can write to."
+        ) from err
+
+
 # ---------------------------------------------------------------------------------------------
 # jaxemb embed
 # ---------------------------------------------------------------------------------------------
@@ -355,8 +403,11 @@ def _embed(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".npy":
         raise CLIError(f"--output must be a .npy path; got {args.output}")
+    if out.is_dir():
+        raise CLIError(f"--output {out} is a directory; give the path of a .npy file")
     if not out.parent.is_dir():
         raise CLIError(f"output folder {out.parent} does not exist")
+    _check_writable_dir(out.parent, "--output's folder")
     texts = _read_texts(args.input)
     embedder = _load_embedder(args.model, args.pooling)
     emb = embedder.encode(texts, batch_size=args.batch_size, show_progress=True)

@@ -1,8 +1,10 @@
 """Tests of the ``jaxemb analyze`` command line on small synthetic .npy files."""
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +62,7 @@ def files(tmp_path_factory):
         "other_rows": d / "other_rows.npy",
         "nan": d / "nan.npy",
         "text": d / "text.npy",
+        "one_class": d / "one_class.npy",
     }
     np.save(paths["emb"], x)
     np.save(paths["labels"], y.astype(np.int64))
@@ -71,6 +74,7 @@ def files(tmp_path_factory):
     bad[[4, 17], 0] = np.nan
     np.save(paths["nan"], bad)
     paths["text"].write_text("not a numpy file")
+    np.save(paths["one_class"], np.zeros(90, np.int64))
     return paths, x, y, other
 
 
@@ -142,7 +146,7 @@ def test_analyze_without_labels_or_other(files, tmp_path):
     ("extra", "message"),
     [
         (["{missing}"], r"embeddings file not found: .*missing\.npy"),
-        (["{text}"], r"could not read embeddings .*text\.npy as a \.npy array"),
+        (["{text}"], r"embeddings .*text\.npy is not a \.npy file .*numpy\.save"),
         (["{rank3}"], r"must be a 2-D array \[N, D\] of embeddings; got shape \[90, 2, 4\]"),
         (["{nan}"], r"NaN/inf in 2 of 90 rows \(rows 4, 17\)"),
         (
@@ -154,6 +158,8 @@ def test_analyze_without_labels_or_other(files, tmp_path):
         (["{emb}", "--other", "{other_rows}"], r"one row per embedding row \(90\); got shape"),
         (["{emb}", "--k", "0"], r"--k must be in \[1, N - 1 = 89\]"),
         (["{emb}", "--k", "90"], r"--k must be in \[1, N - 1 = 89\] for 90 embeddings; got 90"),
+        (["{emb}", "--max-points", "0"], r"--max-points .* must be at least 3; got 0"),
+        (["{emb}", "--labels", "{one_class}"], r"--labels .* must hold at least 2 classes"),
     ],
 )
 def test_analyze_bad_input_exit_code_2_and_nothing_written(files, tmp_path, capsys, extra, message):
@@ -168,6 +174,21 @@ def test_analyze_bad_input_exit_code_2_and_nothing_written(files, tmp_path, caps
     assert "\n\n" not in err.strip() and "Traceback" not in err  # one paragraph
     assert re.search(message, " ".join(err.split())), err
     assert not out.exists()
+
+
+def test_unwritable_out_is_refused_before_any_work(files, tmp_path, capsys):
+    paths, *_ = files
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # running as root: a read-only mount is not available
+            locked = Path("/proc/jaxemb-report")
+        assert main(["analyze", str(paths["emb"]), "--out", str(locked / "out")]) == 2
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--out" in err and "not writable" in err and "Traceback" not in err
 
 
 def test_usage_errors_return_2(tmp_path, capsys):

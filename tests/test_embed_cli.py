@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from encoder_fixtures import (
@@ -122,3 +125,27 @@ def test_embed_bad_inputs_write_nothing(st_model, tmp_path, capsys):
         == 2
     )
     assert not out.exists() and not list(tmp_path.glob(".o.npy*"))
+
+
+def test_embed_unwritable_output_fails_before_embedding(st_model, tmp_path, capsys, monkeypatch):
+    """Exit 2 with one paragraph, before the model is even loaded."""
+    import jaxemb.cli as cli
+
+    (tmp_path / "good.txt").write_text("a\nb\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded although the output cannot be written")
+
+    monkeypatch.setattr(cli, "_load_embedder", never)
+    target = locked if not os.access(locked, os.W_OK) else Path("/proc")  # root writes anyway
+    try:
+        argv = ["embed", "--model", str(st_model[0]), "--input", str(tmp_path / "good.txt")]
+        assert main([*argv, "--output", str(target / "emb.npy")]) == 2
+    finally:
+        locked.chmod(0o700)
+    err = capsys.readouterr().err
+    assert "not writable" in " ".join(err.split()) and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 3  # one wrapped paragraph

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from platform_support import needs_xla_float16
 from safetensors.numpy import load_file, save_file
 
 from jaxemb import sae
@@ -82,7 +83,9 @@ def test_sparsify_round_trip_is_bitwise(tmp_path, rng):
 
 
 @pytest.mark.parametrize("fmt", ["saelens", "sparsify"])
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize(
+    "dtype", [jnp.bfloat16, pytest.param(jnp.float16, marks=needs_xla_float16())]
+)
 def test_half_precision_round_trip(tmp_path, fmt, dtype):
     model = sae.TopKSAE(D_IN, D_SAE, k=K, rngs=nnx.Rngs(3), param_dtype=dtype)
     model.b_dec[...] = jnp.arange(D_IN, dtype=dtype) / 7

@@ -23,7 +23,14 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from jaxemb._validate import check_choice, check_int, check_positive, is_concrete, shape_str
+from jaxemb._validate import (
+    check_choice,
+    check_int,
+    check_positive,
+    check_scalar,
+    is_concrete,
+    shape_str,
+)
 from jaxemb.analysis._diagnostics import _l2_normalize, _to_float
 from jaxemb.analysis._probes import _check_embeddings, _check_finite_rows
 
@@ -296,7 +303,7 @@ def lid_mle(
 
     Args:
       x: embeddings, [N, D] floating point, all finite.
-      k: neighbours per point, ``1 <= k <= N − 1`` (at least 2 for a non-degenerate estimate).
+      k: neighbours per point, ``2 <= k <= N − 1``.
       per_point: return the [N] per-point estimates instead of the global one.
       chunk_size: tile size of the neighbour search (memory ``O(N·D + chunk_size²)``).
 
@@ -317,6 +324,11 @@ def lid_mle(
     """
     x = _matrix(x, "x", min_rows=2)
     _check_k(k, x.shape[0])
+    if k < 2:
+        raise ValueError(
+            "k must be >= 2 for lid_mle: with one neighbour every ratio r_i / r_k is 1 and the "
+            f"estimate is -inf; got k={k}"
+        )
     if per_point not in (True, False):
         raise ValueError(f"per_point must be a bool; got {per_point!r}")
     chunk = _chunk(chunk_size, x.shape[0])
@@ -382,8 +394,7 @@ def lid_twonn(
     """
     x = _matrix(x, "x", min_rows=3)
     check_choice(method, "method", ("mle", "fit"))
-    if not 0.0 <= float(discard_fraction) < 1.0:
-        raise ValueError(f"discard_fraction must be in [0, 1); got {discard_fraction!r}")
+    check_scalar(discard_fraction, "discard_fraction", low=0.0, high=1.0)
     if method == "fit" and int(x.shape[0] * (1.0 - float(discard_fraction))) < 1:
         raise ValueError(
             f"discard_fraction={discard_fraction} leaves no ratio to fit for x {shape_str(x)}"

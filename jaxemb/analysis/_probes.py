@@ -424,6 +424,11 @@ def linear_probe(
     check_labels(train_y, "train_y", train_x.shape[0])
     check_labels(test_y, "test_y", test_x.shape[0])
     check_axis_match(train_x, "train_x", 1, test_x, "test_x", 1)
+    if is_concrete(train_y) and np.unique(np.asarray(train_y)).size < 2:
+        raise ValueError(
+            "train_y must hold at least 2 classes (a probe trained on one class predicts it "
+            f"everywhere and measures nothing); got only class {np.asarray(train_y).ravel()[0]}"
+        )
     check_positive(l2, "l2", strict=False)
     check_int(steps, "steps", minimum=1)
     check_positive(learning_rate, "learning_rate")

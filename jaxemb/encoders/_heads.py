@@ -36,12 +36,20 @@ class ProjectionHead(nnx.Module):
     def __init__(
         self, in_features: int, out_features: int, *, hidden: int | None = None, rngs: nnx.Rngs
     ):
+        v.check_int(in_features, "in_features", minimum=1)
+        v.check_int(out_features, "out_features", minimum=1)
         hidden = in_features if hidden is None else hidden
+        v.check_int(hidden, "hidden", minimum=1)
+        self.in_features = in_features
         self.fc1 = nnx.Linear(in_features, hidden, rngs=rngs)
         self.fc2 = nnx.Linear(hidden, out_features, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        v.check_array(x, "x", ndim=2)
+        x = v.check_array(x, "x", ndim=2)
+        if x.shape[1] != self.in_features:
+            raise ValueError(
+                f"x must be [batch, in_features={self.in_features}]; got {v.shape_str(x)}"
+            )
         return self.fc2(jax.nn.relu(self.fc1(x)))
 
 
@@ -103,7 +111,7 @@ class MatryoshkaHead(nnx.Module):
         self.fc2 = nnx.Linear(hid[-1], dims[-1], rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        v.check_array(x, "x", ndim=2)
+        x = v.check_array(x, "x", ndim=2)
         if x.shape[1] != self.dims[-1]:
             raise ValueError(f"x must be [batch, {self.dims[-1]}]; got {v.shape_str(x)}")
         h = x @ (self.fc1.kernel[...] * self.mask1[...]) + self.fc1.bias[None, :]
@@ -121,5 +129,5 @@ class L2Normalize(nnx.Module):
     """
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        v.check_array(x, "x")
+        x = v.check_array(x, "x")
         return l2_normalize(x)

@@ -164,7 +164,7 @@ def pool(
         if isinstance(hidden, (list, tuple)):
             layers = list(hidden)
         else:
-            v.check_array(hidden, "hidden", ndim=4, kind="float")
+            hidden = v.check_array(hidden, "hidden", ndim=4, kind="float")
             layers = list(hidden)
         if len(layers) < 2:
             raise ValueError(
@@ -176,8 +176,8 @@ def pool(
     else:
         states = hidden
         first_last = None
-    v.check_array(states, "hidden", ndim=3, kind="float")
-    v.check_array(mask, "mask", ndim=2, kind="number")
+    states = v.check_array(states, "hidden", ndim=3, kind="float")
+    mask = v.check_array(mask, "mask", ndim=2, kind="number")
     if tuple(mask.shape) != tuple(states.shape[:2]):
         raise ValueError(
             f"mask must be [B, T] = {list(states.shape[:2])} to match hidden; got "

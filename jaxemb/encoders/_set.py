@@ -88,7 +88,7 @@ class SetEncoder(nnx.Module):
         self.rho2 = linear(hidden, out_features)
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        v.check_array(x, "x", ndim=3, kind="number")
+        x = v.check_array(x, "x", ndim=3, kind="number")
         if x.shape[2] != self.in_features:
             raise ValueError(f"x must be [B, N, {self.in_features}]; got {v.shape_str(x)}")
         if x.shape[1] == 0:
@@ -98,7 +98,7 @@ class SetEncoder(nnx.Module):
         if mask is None:
             mask = jnp.ones(x.shape[:2], bool)
         else:
-            v.check_array(mask, "mask", ndim=2, kind="number")
+            mask = v.check_array(mask, "mask", ndim=2, kind="number")
             if tuple(mask.shape) != tuple(x.shape[:2]):
                 raise ValueError(
                     f"mask must be [B, N] = {v.shape_str(x.shape[:2])} like x {v.shape_str(x)}; "

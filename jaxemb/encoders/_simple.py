@@ -72,7 +72,7 @@ class MLPEncoder(nnx.Module):
         self.out = nnx.Linear(widths[-1], out_features, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        v.check_array(x, "x", kind="number")
+        x = v.check_array(x, "x", kind="number")
         x = jnp.reshape(x, (x.shape[0], -1)).astype(jnp.float32)
         if x.shape[1] != self.in_features:
             raise ValueError(f"x must flatten to [batch, {self.in_features}]; got {v.shape_str(x)}")
@@ -130,7 +130,7 @@ class ConvEncoder(nnx.Module):
         self.out = nnx.Linear(chans[-1], out_features, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        v.check_array(x, "x", ndim=4, kind="number")
+        x = v.check_array(x, "x", ndim=4, kind="number")
         if x.shape[-1] != self.in_channels:
             raise ValueError(f"x must be [batch, H, W, {self.in_channels}]; got {v.shape_str(x)}")
         x = x.astype(jnp.float32)

@@ -477,7 +477,7 @@ class TransformerEncoder(nnx.Module):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if input_ids is not None:
-            v.check_array(input_ids, "input_ids", ndim=2, kind="int")
+            input_ids = v.check_array(input_ids, "input_ids", ndim=2, kind="int")
             shape = tuple(input_ids.shape)
             if isinstance(input_ids, np.ndarray) and input_ids.size:
                 lo, hi = int(input_ids.min()), int(input_ids.max())
@@ -487,7 +487,7 @@ class TransformerEncoder(nnx.Module):
                         f"[{lo}, {hi}]"
                     )
         else:
-            v.check_array(inputs_embeds, "inputs_embeds", ndim=3, kind="number")
+            inputs_embeds = v.check_array(inputs_embeds, "inputs_embeds", ndim=3, kind="number")
             shape = tuple(inputs_embeds.shape[:2])
             if inputs_embeds.shape[2] != cfg.hidden_size:
                 raise ValueError(
@@ -504,7 +504,7 @@ class TransformerEncoder(nnx.Module):
             )
         for name, arr in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if arr is not None:
-                v.check_array(arr, name, ndim=2, kind="number")
+                arr = v.check_array(arr, name, ndim=2, kind="number")
                 if tuple(arr.shape) != shape:
                     raise ValueError(
                         f"{name} must have the shape of the inputs {list(shape)}; got "

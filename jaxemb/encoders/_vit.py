@@ -160,7 +160,7 @@ class ViTEncoder(nnx.Module):
         )
 
     def __call__(self, images: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        v.check_array(images, "images", ndim=4, kind="number")
+        images = v.check_array(images, "images", ndim=4, kind="number")
         want = (*self.image_size, self.channels)
         if tuple(images.shape[1:]) != want:
             raise ValueError(

@@ -35,7 +35,9 @@ def masked_logsumexp(logits: jax.Array, mask: jax.Array, *, axis: int = -1) -> j
     m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
     # Masked entries become exp(-inf) = 0 *before* exponentiating, so no inf·0 in the gradient.
     s = jnp.sum(jnp.exp(jnp.where(mask, logits - m, -jnp.inf)), axis=axis, keepdims=True)
-    # Rows with no admissible entry give -inf with a zero (not NaN) gradient.
+    # Rows with no admissible entry give -inf with a zero (not NaN) gradient; a NaN among the
+    # admissible entries stays NaN (it must not read as "no entry").
     has_any = s > 0
-    out = jnp.where(has_any, jnp.log(jnp.where(has_any, s, 1.0)) + m, -jnp.inf)
+    empty = jnp.where(jnp.isnan(s), jnp.nan, -jnp.inf)
+    out = jnp.where(has_any, jnp.log(jnp.where(has_any, s, 1.0)) + m, empty)
     return jnp.squeeze(out, axis=axis)

@@ -10,7 +10,6 @@ from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
 from jaxemb.losses._common import l2_normalize, masked_logsumexp
-from jaxemb.losses._hparam_checks import check_scalar
 
 
 def debiased_nt_xent(
@@ -55,7 +54,7 @@ def debiased_nt_xent(
       chingyaoc/DCL ``main.py`` (``temperature=0.5``, ``tau_plus=0.1``, ``N = 2·batch − 2``,
       clamp at ``N·e^{−1/τ}``, mean over the ``2·batch`` rows).
     """
-    _validate(z1, z2, temperature, tau_plus, 0.0)
+    z1, z2 = _validate(z1, z2, temperature, tau_plus, 0.0)
     return _debiased(z1, z2, temperature, tau_plus, 0.0)
 
 
@@ -103,13 +102,13 @@ def hard_negative_nt_xent(
       training script joshr17/HCL ``image/main.py`` (``estimator='hard'``, ``temperature=0.5``,
       ``tau_plus=0.1``, ``beta=1.0``; ``imp = neg^β``, ``Σ imp·neg / mean(imp)``).
     """
-    _validate(z1, z2, temperature, tau_plus, beta)
+    z1, z2 = _validate(z1, z2, temperature, tau_plus, beta)
     return _debiased(z1, z2, temperature, tau_plus, beta)
 
 
 def _validate(z1, z2, temperature, tau_plus, beta):
-    v.check_array(z1, "z1", ndim=2)
-    v.check_array(z2, "z2", ndim=2)
+    z1 = v.check_array(z1, "z1", ndim=2)
+    z2 = v.check_array(z2, "z2", ndim=2)
     v.check_same_shape(z1, "z1", z2, "z2")
     if z1.shape[0] < 2:
         raise ValueError(
@@ -117,8 +116,9 @@ def _validate(z1, z2, temperature, tau_plus, beta):
             f"got shape {v.shape_str(z1)}"
         )
     v.check_positive(temperature, "temperature")
-    check_scalar(tau_plus, "tau_plus", low=0.0, high=1.0)
-    check_scalar(beta, "beta", low=0.0)
+    v.check_scalar(tau_plus, "tau_plus", low=0.0, high=1.0)
+    v.check_scalar(beta, "beta", low=0.0)
+    return z1, z2
 
 
 @jax.jit

@@ -10,7 +10,6 @@ from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
 from jaxemb.losses._common import l2_normalize, masked_logsumexp
-from jaxemb.losses._hparam_checks import check_scalar
 
 
 def dhn_nce(
@@ -63,8 +62,8 @@ def dhn_nce(
       HealthX-Lab ``HardNegativeLoss`` code evaluates it element-wise over the ``B×B`` matrix
       and normalises the weights by ``Σ exp(l)`` instead of ``Σ exp(β·l)``, so its numbers differ.
     """
-    v.check_array(a, "a", ndim=2)
-    v.check_array(b, "b", ndim=2)
+    a = v.check_array(a, "a", ndim=2)
+    b = v.check_array(b, "b", ndim=2)
     v.check_same_shape(a, "a", b, "b")
     if a.shape[0] < 2:
         raise ValueError(
@@ -72,9 +71,9 @@ def dhn_nce(
             f"got shape {v.shape_str(a)}"
         )
     v.check_positive(temperature, "temperature")
-    check_scalar(beta1, "beta1", low=0.0)
-    check_scalar(beta2, "beta2", low=0.0)
-    check_scalar(alpha, "alpha", low=0.0)
+    v.check_scalar(beta1, "beta1", low=0.0)
+    v.check_scalar(beta2, "beta2", low=0.0)
+    v.check_scalar(alpha, "alpha", low=0.0)
     return _dhn_nce(a, b, temperature, beta1, beta2, alpha)
 
 

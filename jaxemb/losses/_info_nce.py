@@ -220,15 +220,15 @@ def _info_nce(
 
 def check_info_nce_inputs(anchors, positives, negatives=None) -> None:
     """Validates ``anchors``/``positives`` ``[B, D]`` and optional ``negatives`` ``[B, H, D]``."""
-    v.check_array(anchors, "anchors", ndim=2)
-    v.check_array(positives, "positives", ndim=2)
+    anchors = v.check_array(anchors, "anchors", ndim=2)
+    positives = v.check_array(positives, "positives", ndim=2)
     if np.shape(positives) != np.shape(anchors):
         raise ValueError(
             f"positives must be [batch, dim] like anchors {v.shape_str(anchors)}; "
             f"got {v.shape_str(positives)}"
         )
     if negatives is not None:
-        v.check_array(negatives, "negatives", ndim=3, allow_empty=True)
+        negatives = v.check_array(negatives, "negatives", ndim=3, allow_empty=True)
         b, d = np.shape(anchors)
         if np.shape(negatives)[0] != b or np.shape(negatives)[2] != d:
             raise ValueError(

@@ -67,8 +67,8 @@ def margin_info_nce(
       Embedding using Bi-directional Dual Encoder with Additive Margin Softmax", IJCAI 2019
       (in-batch, both directions). jaxemb spec losses.md §1.8.
     """
-    v.check_array(z1, "z1", ndim=2)
-    v.check_array(z2, "z2", ndim=2)
+    z1 = v.check_array(z1, "z1", ndim=2)
+    z2 = v.check_array(z2, "z2", ndim=2)
     if np.shape(z2) != np.shape(z1):
         raise ValueError(
             f"z2 must be [batch, dim] like z1 {v.shape_str(z1)}; got {v.shape_str(z2)}"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxemb import _validate as v
 from jaxemb.losses._common import l2_normalize
@@ -59,18 +61,9 @@ def matryoshka(
     """
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be callable; got {type(loss_fn).__name__}")
-    dims = tuple(dims)
-    if not dims:
-        raise ValueError("dims must be a non-empty sequence of positive integers; got ()")
-    for d in dims:
-        v.check_int(d, "dims entries", minimum=1)
+    dims, weights = check_dims_and_weights(dims, weights)
     if weights is None:
         weights = (1.0,) * len(dims)
-    weights = tuple(float(w) for w in weights)
-    if len(weights) != len(dims):
-        raise ValueError(
-            f"weights must have one entry per dim ({len(dims)}); got {len(weights)} entries"
-        )
     if n_dims_per_step is not None and n_dims_per_step != -1:
         v.check_int(n_dims_per_step, "n_dims_per_step", minimum=1, maximum=len(dims))
     sample = n_dims_per_step is not None and 0 < n_dims_per_step < len(dims)
@@ -82,6 +75,8 @@ def matryoshka(
 
     @functools.wraps(loss_fn)
     def wrapped(*args, key: jax.Array | None = None, **kwargs):
+        # nested lists are arrays too (as for every loss)
+        args = tuple(np.asarray(x) if isinstance(x, list) else x for x in args)
         emb = [i for i, x in enumerate(args) if is_embedding(i, x)]
         if not emb:
             raise ValueError("matryoshka found no embedding arguments ([batch, dim] float arrays)")
@@ -107,3 +102,41 @@ def matryoshka(
         return total
 
     return wrapped
+
+
+def check_dims_and_weights(
+    dims: Any, weights: Any
+) -> tuple[tuple[int, ...], tuple[float, ...] | None]:
+    """Validates Matryoshka ``dims`` (distinct positive ints) and optional per-dim ``weights``.
+
+    Either order of the dims is fine (sentence-transformers lists them largest first); a
+    repeated dim would count the same prefix twice, and negative, non-finite or all-zero
+    weights make the objective meaningless: all are refused.
+    """
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        raise ValueError(f"dims must be a sequence of positive integers; got {dims!r}") from None
+    if not dims:
+        raise ValueError("dims must be a non-empty sequence of positive integers; got ()")
+    for d in dims:
+        v.check_int(d, "dims entries", minimum=1)
+    if len(set(dims)) != len(dims):
+        repeated = sorted({d for d in dims if dims.count(d) > 1})
+        raise ValueError(f"dims must be distinct; got {dims} (repeated: {repeated})")
+    if weights is None:
+        return dims, None
+    try:
+        weights = tuple(weights)
+    except TypeError:
+        raise ValueError(f"weights must be a sequence of numbers; got {weights!r}") from None
+    if len(weights) != len(dims):
+        raise ValueError(
+            f"weights must have one entry per dim ({len(dims)}); got {len(weights)} entries"
+        )
+    for w in weights:
+        v.check_scalar(w, "weights entries", low=0.0)
+    weights = tuple(float(w) for w in weights)
+    if not any(weights):
+        raise ValueError(f"weights must not all be 0 (the loss would be 0); got {weights}")
+    return dims, weights

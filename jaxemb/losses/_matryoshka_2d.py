@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from jaxemb import _validate as v
 from jaxemb.losses._common import as_float
-from jaxemb.losses._matryoshka import matryoshka
+from jaxemb.losses._matryoshka import check_dims_and_weights, matryoshka
 
 
 def matryoshka_2d(
@@ -192,20 +192,7 @@ def adaptive_layer(
 
 
 def _check_matryoshka_args(dims, weights, n_dims_per_step):
-    try:
-        dims = tuple(dims)
-    except TypeError:
-        raise ValueError(f"dims must be a sequence of positive integers; got {dims!r}") from None
-    if not dims:
-        raise ValueError("dims must be a non-empty sequence of positive integers; got ()")
-    for d in dims:
-        v.check_int(d, "dims entries", minimum=1)
-    if weights is not None:
-        weights = tuple(float(w) for w in weights)
-        if len(weights) != len(dims):
-            raise ValueError(
-                f"weights must have one entry per dim ({len(dims)}); got {len(weights)} entries"
-            )
+    dims, weights = check_dims_and_weights(dims, weights)
     if n_dims_per_step != -1:
         v.check_int(n_dims_per_step, "n_dims_per_step", minimum=1, maximum=len(dims))
     return dims, weights

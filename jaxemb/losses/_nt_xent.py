@@ -51,12 +51,17 @@ def nt_xent(
       (SimCLR), ICML 2020. Supervised pair form: pytorch-metric-learning ``NTXentLoss``
       (``temperature=0.07`` there; jaxemb defaults to SimCLR's 0.5).
     """
-    v.check_array(z1, "z1", ndim=2)
-    v.check_array(z2, "z2", ndim=2)
+    z1 = v.check_array(z1, "z1", ndim=2)
+    z2 = v.check_array(z2, "z2", ndim=2)
     v.check_same_shape(z1, "z1", z2, "z2")
+    if z1.shape[0] < 2:
+        raise ValueError(
+            "z1 must hold at least 2 rows: with one pair there is no negative and the loss is "
+            f"0 whatever the embeddings; got shape {v.shape_str(z1)}"
+        )
     v.check_positive(temperature, "temperature")
     if labels is not None:
-        v.check_labels(labels, "labels", z1.shape[0])
+        labels = v.check_labels(labels, "labels", z1.shape[0])
     return _nt_xent(z1, z2, temperature, labels)
 
 

@@ -6,9 +6,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
+from jaxemb._numerics import propagate_nan
 from jaxemb.losses import _st_ops as st
 from jaxemb.losses._common import as_float
 
@@ -20,6 +22,13 @@ def _check_pairs(a, b, labels):
     st.check_embeddings(a, "a")
     st.check_like(a, "a", b, "b")
     st.check_vector(labels, "labels", a.shape[0])
+    if v.is_concrete(labels):
+        values = np.unique(np.asarray(labels, np.float64))
+        if not np.isin(values, (0.0, 1.0)).all():
+            raise ValueError(
+                "labels must be 1 (similar pair) or 0 (dissimilar pair); got values "
+                f"{values[~np.isin(values, (0.0, 1.0))][:5].tolist()}"
+            )
     return a, b, labels
 
 
@@ -82,6 +91,7 @@ def contrastive_pair(
 
 
 @functools.partial(jax.jit, static_argnames=("distance",))
+@propagate_nan
 def _contrastive_pair(a, b, labels, margin, distance):
     d = _siamese_distance(as_float(a), as_float(b), distance)
     y = st.as_labels(labels).astype(d.dtype)
@@ -136,6 +146,7 @@ def online_contrastive(
 
 
 @jax.jit
+@propagate_nan
 def _online_contrastive(a, b, labels, margin):
     d = 1.0 - st.torch_cosine_similarity(as_float(a), as_float(b))
     labels = st.as_labels(labels)

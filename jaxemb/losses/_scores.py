@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
+from jaxemb._numerics import propagate_nan
 from jaxemb.losses import _st_ops as st
 from jaxemb.losses._common import as_float, l2_normalize
 
@@ -68,6 +69,7 @@ def cosent(a: ArrayLike, b: ArrayLike, scores: ArrayLike, *, scale: float = 20.0
 
 
 @jax.jit
+@propagate_nan
 def _cosent(a, b, scores, scale):
     sims = st.st_pairwise_cos_sim(as_float(a), as_float(b))
     return _ranking_loss(sims, scores, scale)
@@ -128,6 +130,7 @@ def angle(a: ArrayLike, b: ArrayLike, scores: ArrayLike, *, scale: float = 20.0)
 
 
 @jax.jit
+@propagate_nan
 def _angle(a, b, scores, scale):
     return _ranking_loss(angle_similarity(a, b), scores, scale)
 
@@ -254,7 +257,7 @@ def distill_kl(
     queries, documents = st.to_array(queries), st.to_array(documents)
     teacher_scores = st.to_array(teacher_scores)
     st.check_embeddings(queries, "queries")
-    v.check_array(documents, "documents", ndim=3)
+    documents = v.check_array(documents, "documents", ndim=3)
     if documents.shape[0] != queries.shape[0] or documents.shape[2] != queries.shape[1]:
         raise ValueError(
             f"documents must be [batch, candidates, dim] with batch and dim of queries "
@@ -265,7 +268,7 @@ def distill_kl(
             "documents must hold at least 2 candidates per query (a softmax over one candidate "
             f"is constant); got {v.shape_str(documents)}"
         )
-    v.check_array(teacher_scores, "teacher_scores", ndim=2, kind="number")
+    teacher_scores = v.check_array(teacher_scores, "teacher_scores", ndim=2, kind="number")
     if tuple(teacher_scores.shape) != tuple(documents.shape[:2]):
         raise ValueError(
             f"teacher_scores must be [batch, candidates] = [{documents.shape[0]}, "
@@ -277,6 +280,7 @@ def distill_kl(
 
 
 @jax.jit
+@propagate_nan
 def _distill_kl(queries, documents, teacher_scores, temperature):
     q, docs = as_float(queries), as_float(documents)
     student = jnp.einsum("bd,bcd->bc", q, docs, precision=st.HIGHEST) / temperature

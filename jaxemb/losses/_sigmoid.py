@@ -52,8 +52,8 @@ def sigmoid_loss(
       (``t = exp(t′)`` with ``t′`` init ``log 10``, bias init −10, loss
       ``−mean(sum(log_sigmoid(z · logits), -1))``).
     """
-    v.check_array(a, "a", ndim=2)
-    v.check_array(b, "b", ndim=2)
+    a = v.check_array(a, "a", ndim=2)
+    b = v.check_array(b, "b", ndim=2)
     if np.shape(b) != np.shape(a):
         raise ValueError(f"b must be [batch, dim] like a {v.shape_str(a)}; got {v.shape_str(b)}")
     v.check_positive(logit_scale, "logit_scale")

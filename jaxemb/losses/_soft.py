@@ -53,10 +53,10 @@ def soft_target_info_nce(
       by soft-label contrastive distillation; with one-hot targets it is van den Oord et al.'s
       InfoNCE (sentence-transformers ``MultipleNegativesRankingLoss``).
     """
-    v.check_array(a, "a", ndim=2)
-    v.check_array(b, "b", ndim=2)
+    a = v.check_array(a, "a", ndim=2)
+    b = v.check_array(b, "b", ndim=2)
     v.check_axis_match(a, "a", 1, b, "b", 1)
-    v.check_array(targets, "targets", ndim=2)
+    targets = v.check_array(targets, "targets", ndim=2)
     if tuple(targets.shape) != (a.shape[0], b.shape[0]):
         raise ValueError(
             f"targets must be [batch, n_candidates] = [{a.shape[0]}, {b.shape[0]}] for a "
@@ -109,10 +109,10 @@ def cwcl(
       Loss", NeurIPS 2023 (weights ``(1 + cos)/2`` from the frozen modality, row-normalised,
       both directions summed).
     """
-    v.check_array(a, "a", ndim=2)
-    v.check_array(b, "b", ndim=2)
+    a = v.check_array(a, "a", ndim=2)
+    b = v.check_array(b, "b", ndim=2)
     v.check_same_shape(a, "a", b, "b")
-    v.check_array(frozen_a, "frozen_a", ndim=2)
+    frozen_a = v.check_array(frozen_a, "frozen_a", ndim=2)
     v.check_axis_match(a, "a", 0, frozen_a, "frozen_a", 0)
     v.check_positive(temperature, "temperature")
     return _cwcl(a, b, frozen_a, temperature)
@@ -161,11 +161,11 @@ def soft_label_kl(
       ``batchmean`` reduction). That code takes logs of ``softmax + 1e-8``; jaxemb uses exact
       log-softmax, which differs only where a probability falls below about 1e-6.
     """
-    v.check_array(queries, "queries", ndim=2)
-    v.check_array(candidates, "candidates", ndim=3)
+    queries = v.check_array(queries, "queries", ndim=2)
+    candidates = v.check_array(candidates, "candidates", ndim=3)
     v.check_axis_match(queries, "queries", 0, candidates, "candidates", 0)
     v.check_axis_match(queries, "queries", 1, candidates, "candidates", 2)
-    v.check_array(judge_scores, "judge_scores", ndim=2)
+    judge_scores = v.check_array(judge_scores, "judge_scores", ndim=2)
     if tuple(judge_scores.shape) != tuple(candidates.shape[:2]):
         raise ValueError(
             f"judge_scores must be [batch, n_candidates] = "

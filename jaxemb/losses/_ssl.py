@@ -16,6 +16,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
+from jaxemb._numerics import propagate_nan
 from jaxemb.losses._common import as_float, l2_normalize, masked_logsumexp
 
 # VICReg's variance floor inside the square root (official code: ``x.var(dim=0) + 0.0001``).
@@ -25,8 +26,8 @@ _BN_EPS = 1e-5
 
 
 def _check_pair(a, name_a: str, b, name_b: str, *, min_batch: int = 1) -> None:
-    v.check_array(a, name_a, ndim=2)
-    v.check_array(b, name_b, ndim=2)
+    a = v.check_array(a, name_a, ndim=2)
+    b = v.check_array(b, name_b, ndim=2)
     if tuple(np.shape(b)) != tuple(np.shape(a)):
         raise ValueError(
             f"{name_b} must be [batch, dim] like {name_a} {v.shape_str(a)}; got {v.shape_str(b)}"
@@ -107,6 +108,7 @@ def alignment(a: ArrayLike, b: ArrayLike, *, alpha: float = 2.0) -> jax.Array:
 
 
 @jax.jit
+@propagate_nan
 def _alignment(a, b, alpha):
     a = l2_normalize(a)
     b = l2_normalize(b)
@@ -141,13 +143,14 @@ def uniformity(x: ArrayLike, *, t: float = 2.0) -> jax.Array:
       Wang & Isola, ICML 2020; reference code ``uniform_loss(x, t=2)``
       (``torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log()`` on normalised features).
     """
-    v.check_array(x, "x", ndim=2)
+    x = v.check_array(x, "x", ndim=2)
     _check_min_batch(x, "x", 2)
     v.check_positive(t, "t")
     return _uniformity(x, jnp.asarray(t, jnp.float32))
 
 
 @jax.jit
+@propagate_nan
 def _uniformity(x, t):
     x = l2_normalize(x)
     n = x.shape[0]
@@ -349,7 +352,7 @@ def ldreg(x: ArrayLike, *, k: int = 64, beta: float = 1.0) -> jax.Array:
       Amsaleg et al., "Extreme-value-theoretic estimation of local intrinsic dimensionality",
       DAMI 2018 (method of moments).
     """
-    v.check_array(x, "x", ndim=2)
+    x = v.check_array(x, "x", ndim=2)
     _check_min_batch(x, "x", 3)
     v.check_int(k, "k", minimum=2)
     n = np.shape(x)[0]
@@ -363,6 +366,7 @@ def ldreg(x: ArrayLike, *, k: int = 64, beta: float = 1.0) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
+@propagate_nan
 def _ldreg(x, k, beta):
     x = as_float(x)
     n = x.shape[0]

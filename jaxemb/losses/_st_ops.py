@@ -93,14 +93,14 @@ def to_array(x: Any) -> Any:
 
 def check_embeddings(x: Any, name: str) -> None:
     """A ``[batch, dim]`` float array."""
-    v.check_array(x, name, ndim=2)
+    x = v.check_array(x, name, ndim=2)
     if x.shape[1] == 0:
         raise ValueError(f"{name} must have at least one feature; got shape {v.shape_str(x)}")
 
 
 def check_like(ref: Any, ref_name: str, x: Any, name: str) -> None:
     """A float array with exactly ``ref``'s shape."""
-    v.check_array(x, name, ndim=2)
+    x = v.check_array(x, name, ndim=2)
     if tuple(x.shape) != tuple(ref.shape):
         raise ValueError(
             f"{name} must be [batch, dim] like {ref_name} {v.shape_str(ref)}; got {v.shape_str(x)}"
@@ -109,7 +109,7 @@ def check_like(ref: Any, ref_name: str, x: Any, name: str) -> None:
 
 def check_vector(x: Any, name: str, batch: int, *, kind: str = "number") -> None:
     """A ``[batch]`` array (labels, scores or margins), one entry per row."""
-    v.check_array(x, name, ndim=1, kind=kind)
+    x = v.check_array(x, name, ndim=1, kind=kind)
     if x.shape[0] != batch:
         raise ValueError(f"{name} must have shape [{batch}] (one per row); got {v.shape_str(x)}")
 

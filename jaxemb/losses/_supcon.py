@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
+from jaxemb._numerics import propagate_nan
 from jaxemb.losses._common import l2_normalize, masked_logsumexp
 
 
@@ -50,13 +51,14 @@ def supcon(
       ``CosineSimilarity`` distance and ``AvgNonZeroReducer`` (adapted there from
       HobbitLong/SupContrast).
     """
-    v.check_array(embeddings, "embeddings", ndim=2)
-    v.check_labels(labels, "labels", embeddings.shape[0])
+    embeddings = v.check_array(embeddings, "embeddings", ndim=2)
+    labels = v.check_labels(labels, "labels", embeddings.shape[0])
     v.check_positive(temperature, "temperature")
     return _supcon(embeddings, labels, temperature)
 
 
 @jax.jit
+@propagate_nan
 def _supcon(embeddings, labels, temperature):
     b = embeddings.shape[0]
     z = l2_normalize(embeddings)

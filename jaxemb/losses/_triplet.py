@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
+from jaxemb._numerics import propagate_nan
 from jaxemb.losses import _st_ops as st
 from jaxemb.losses._common import as_float
 
@@ -75,6 +76,7 @@ def _triplet_distance(a, b, distance):
 
 
 @functools.partial(jax.jit, static_argnames=("distance",))
+@propagate_nan
 def _triplet_margin(anchors, positives, negatives, margin, distance):
     a, p, n = as_float(anchors), as_float(positives), as_float(negatives)
     d_pos = _triplet_distance(a, p, distance)
@@ -85,7 +87,7 @@ def _triplet_margin(anchors, positives, negatives, margin, distance):
 def _check_batch(embeddings, labels):
     embeddings, labels = st.to_array(embeddings), st.to_array(labels)
     st.check_embeddings(embeddings, "embeddings")
-    v.check_labels(labels, "labels", embeddings.shape[0])
+    labels = v.check_labels(labels, "labels", embeddings.shape[0])
     return embeddings, labels
 
 
@@ -149,6 +151,7 @@ def batch_hard_triplet(
 
 
 @jax.jit
+@propagate_nan
 def _batch_hard(embeddings, labels, margin):
     hp, hn = _hardest(embeddings, labels)
     tl = hp - hn + margin
@@ -191,6 +194,7 @@ def _torch_softplus(x):
 
 
 @jax.jit
+@propagate_nan
 def _batch_hard_soft(embeddings, labels):
     hp, hn = _hardest(embeddings, labels)
     return jnp.mean(_torch_softplus(hp - hn))
@@ -233,6 +237,7 @@ def batch_all_triplet(
 
 
 @jax.jit
+@propagate_nan
 def _batch_all(embeddings, labels, margin):
     x = as_float(embeddings)
     labels = st.as_labels(labels)
@@ -287,6 +292,7 @@ def batch_semi_hard_triplet(
 
 
 @jax.jit
+@propagate_nan
 def _batch_semi_hard(embeddings, labels, margin):
     x = as_float(embeddings)
     labels = st.as_labels(labels)

@@ -134,12 +134,35 @@ def _check_mesh(mesh: Any) -> None:
 
 
 def local_batch_size(mesh: Mesh, global_batch: int) -> int:
-    """Rows of a global batch that this process feeds."""
+    """Rows of a global batch that this process feeds.
+
+    Args:
+      mesh: the training mesh (with a ``data`` axis).
+      global_batch: the global batch size, a positive multiple of the ``data`` axis size (every
+        device gets the same number of rows) and of the process count.
+
+    Returns:
+      ``global_batch // jax.process_count()``.
+
+    Examples:
+      >>> import jax
+      >>> from jaxemb.parallel import local_batch_size, make_mesh
+      >>> local_batch_size(make_mesh(devices=jax.devices()[:1]), 256)
+      256
+    """
+    _check_mesh(mesh)
+    check_int(global_batch, "global_batch", minimum=1)
+    data = mesh.shape["data"]
+    if global_batch % data:
+        raise ValueError(
+            f"global_batch must be divisible by the mesh's data axis size {data} (each device "
+            f"holds the same number of rows); got {global_batch}"
+        )
     if global_batch % jax.process_count():
         raise ValueError(
-            f"global_batch {global_batch} must be divisible by process count {jax.process_count()}"
+            f"global_batch must be divisible by the process count {jax.process_count()}; "
+            f"got {global_batch}"
         )
-    del mesh
     return global_batch // jax.process_count()
 
 

@@ -151,7 +151,7 @@ class KeyQueue(NamedTuple):
         Returns:
           The new ``KeyQueue``; ``ptr`` advances by ``batch`` modulo ``size``.
         """
-        v.check_array(keys, "keys", ndim=2)
+        keys = v.check_array(keys, "keys", ndim=2)
         size, dim = self.keys.shape
         batch = np.shape(keys)[0]
         if np.shape(keys)[1] != dim:
@@ -169,7 +169,7 @@ class KeyQueue(NamedTuple):
 
 def _queue_array(queue: Any, dim: int) -> Any:
     keys = queue.keys if isinstance(queue, KeyQueue) else queue
-    v.check_array(keys, "queue", ndim=2)
+    keys = v.check_array(keys, "queue", ndim=2)
     if np.shape(keys)[1] != dim:
         raise ValueError(f"queue must be [size, {dim}] (the width of q); got {v.shape_str(keys)}")
     return keys
@@ -217,15 +217,17 @@ def moco_info_nce(
       (``l_pos = einsum('nc,nc->n')``, ``l_neg = einsum('nc,ck->nk')`` against the queue,
       ``logits /= T`` with ``T = 0.07``, labels zero).
     """
-    v.check_array(q, "q", ndim=2)
-    v.check_array(k, "k", ndim=2)
+    q = v.check_array(q, "q", ndim=2)
+    k = v.check_array(k, "k", ndim=2)
     if np.shape(k) != np.shape(q):
         raise ValueError(f"k must be [batch, dim] like q {v.shape_str(q)}; got {v.shape_str(k)}")
     batch, dim = np.shape(q)
     keys = _queue_array(queue, dim)
     v.check_positive(temperature, "temperature")
     if extra_negatives is not None:
-        v.check_array(extra_negatives, "extra_negatives", ndim=3, allow_empty=True)
+        extra_negatives = v.check_array(
+            extra_negatives, "extra_negatives", ndim=3, allow_empty=True
+        )
         if np.shape(extra_negatives)[0] != batch or np.shape(extra_negatives)[2] != dim:
             raise ValueError(
                 f"extra_negatives must be [batch, n_extra, dim] = [{batch}, E, {dim}] to match "
@@ -298,7 +300,7 @@ def mochi_negatives(
       §4 (Eq. 3 for ``h_k``, Eq. 4 for ``h′_k`` with ``β ∈ (0, 0.5)``); the paper's setting
       MoCHi(N=1024, s=1024, s′=512) on MoCo v2.
     """
-    v.check_array(q, "q", ndim=2)
+    q = v.check_array(q, "q", ndim=2)
     batch, dim = np.shape(q)
     keys = _queue_array(queue, dim)
     size = np.shape(keys)[0]

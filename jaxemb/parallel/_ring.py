@@ -45,8 +45,8 @@ def _resolve_mesh(mesh, batch: int, name: str):
 
 
 def _check_pair(x, name_x, y, name_y):
-    v.check_array(x, name_x, ndim=2)
-    v.check_array(y, name_y, ndim=2)
+    x = v.check_array(x, name_x, ndim=2)
+    y = v.check_array(y, name_y, ndim=2)
     if np.shape(y) != np.shape(x):
         raise ValueError(
             f"{name_y} must be [batch, dim] like {name_x} {v.shape_str(x)}; got {v.shape_str(y)}"

@@ -34,6 +34,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
+from jaxemb._numerics import propagate_nan
 from jaxemb._validate import check_array, check_axis_match, check_same_shape, shape_str
 from jaxemb.retrieval._search import search
 
@@ -321,6 +322,7 @@ def _average_ranks(x: jax.Array) -> jax.Array:
 
 
 @jax.jit
+@propagate_nan
 def _sts_spearman(a, b, gold):
     dtype = jnp.promote_types(jnp.promote_types(a.dtype, b.dtype), jnp.float32)
     a = a.astype(dtype)

@@ -54,18 +54,24 @@ class SAEOutput(NamedTuple):
 
 def check_batch(x: Any, d_in: int, name: str = "x") -> None:
     """Checks that ``x`` is a non-empty float ``[batch, d_in]`` array."""
-    v.check_array(x, name, ndim=2, kind="float")
+    x = v.check_array(x, name, ndim=2, kind="float")
     if np.shape(x)[1] != d_in:
         raise ValueError(f"{name} must be [batch, d_in={d_in}]; got {v.shape_str(x)}")
 
 
-def check_code(code: Any, name: str = "code") -> None:
-    """Checks a :class:`SparseCode` with matching ``[N, k]`` float values and int indices."""
+def check_code(code: Any, name: str = "code", d_sae: int | None = None) -> None:
+    """Checks a :class:`SparseCode` with matching ``[N, k]`` float values and int indices.
+
+    With ``d_sae``, concrete indices must also lie in ``[0, d_sae)``: a latent that does not
+    exist is an error, never silently dropped.
+    """
     if not isinstance(code, SparseCode):
         raise ValueError(f"{name} must be a SparseCode(values, indices); got {type(code).__name__}")
     v.check_array(code.values, f"{name}.values", ndim=2, kind="float", allow_empty=True)
     v.check_array(code.indices, f"{name}.indices", ndim=2, kind="int", allow_empty=True)
     v.check_same_shape(code.values, f"{name}.values", code.indices, f"{name}.indices")
+    if d_sae is not None:
+        v.check_index_range(code.indices, f"{name}.indices", d_sae, "d_sae")
 
 
 def check_sae(model: Any, name: str = "model") -> None:
@@ -106,8 +112,8 @@ def densify(code: SparseCode, d_sae: int) -> jax.Array:
       Gao et al., "Scaling and evaluating sparse autoencoders" (2024); eai-sparsify stores
       TopK codes as ``(top_acts, top_indices)`` in the same way.
     """
-    check_code(code)
     v.check_int(d_sae, "d_sae", minimum=1)
+    check_code(code, d_sae=d_sae)
     return _densify(code.values, code.indices, d_sae)
 
 
@@ -182,6 +188,14 @@ def init_sae_params(
     """
     v.check_int(d_in, "d_in", minimum=1)
     v.check_int(d_sae, "d_sae", minimum=1)
+    try:
+        floating = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except TypeError:
+        floating = False
+    if not floating:
+        raise ValueError(
+            f"dtype must be a floating dtype (float32, bfloat16, float16, ...); got {dtype!r}"
+        )
     k_dec, k_enc = jax.random.split(key)
     W_dec = unit_norm_rows(jax.random.normal(k_dec, (d_sae, d_in), jnp.float32)).astype(dtype)
     if init_encoder_from_decoder:
@@ -247,7 +261,7 @@ def geometric_median(
       Weiszfeld (1937); Bricken et al., "Towards Monosemanticity" (2023) initialise ``b_dec`` to
       the geometric median; SAELens ``compute_geometric_median`` (``maxiter=100``).
     """
-    v.check_array(x, "x", ndim=2, kind="float")
+    x = v.check_array(x, "x", ndim=2, kind="float")
     v.check_int(max_iter, "max_iter", minimum=0)
     v.check_positive(tol, "tol", strict=False)
     v.check_positive(eps, "eps")
@@ -307,6 +321,12 @@ def init_b_dec(model: nnx.Module, x: ArrayLike, *, method: str = "mean") -> None
     check_batch(x, model.d_in)
     v.check_choice(method, "method", ("mean", "geometric_median"))
     x = jnp.asarray(x)
+    if v.is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+        rows = np.flatnonzero(~np.isfinite(np.asarray(x, np.float32)).all(axis=1))
+        raise ValueError(
+            f"x must be finite to initialise b_dec; rows {rows[:5].tolist()} hold NaN or inf "
+            f"({len(rows)} of {x.shape[0]})"
+        )
     if method == "mean":
         center = jnp.mean(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=0)
     else:
@@ -376,8 +396,8 @@ def remove_parallel_grad(grads_W_dec: ArrayLike, W_dec: ArrayLike) -> jax.Array:
       eai-sparsify ``SparseCoder.remove_gradient_parallel_to_decoder_directions``; Bricken et
       al., "Towards Monosemanticity" (2023).
     """
-    v.check_array(grads_W_dec, "grads_W_dec", ndim=2, kind="float")
-    v.check_array(W_dec, "W_dec", ndim=2, kind="float")
+    grads_W_dec = v.check_array(grads_W_dec, "grads_W_dec", ndim=2, kind="float")
+    W_dec = v.check_array(W_dec, "W_dec", ndim=2, kind="float")
     v.check_same_shape(W_dec, "W_dec", grads_W_dec, "grads_W_dec")
     g, W = jnp.asarray(grads_W_dec), jnp.asarray(W_dec)
     dt = jnp.promote_types(jnp.promote_types(g.dtype, W.dtype), jnp.float32)

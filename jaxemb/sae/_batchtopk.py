@@ -50,7 +50,7 @@ def batch_topk(acts: jax.Array, k: Any, *, k_max: int | None = None) -> jax.Arra
     References:
       Bussmann et al., "BatchTopK Sparse Autoencoders" (2024).
     """
-    v.check_array(acts, "acts", ndim=2, kind="float")
+    acts = v.check_array(acts, "acts", ndim=2, kind="float")
     k, k_max = _check_k(k, k_max, acts.shape[1])
     if k is None:
         raise ValueError("k must be given")

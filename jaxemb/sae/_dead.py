@@ -61,12 +61,12 @@ def fired_latents(code: Any, d_sae: int) -> jax.Array:
 def check_code_or_dense(code: Any, d_sae: int | None, name: str = "code") -> int:
     """Validates a sparse or dense code; returns ``d_sae`` (inferred for dense codes)."""
     if isinstance(code, SparseCode):
-        check_code(code, name)
         if d_sae is None:
             raise ValueError(f"d_sae must be given when {name} is a SparseCode")
         v.check_int(d_sae, "d_sae", minimum=1)
+        check_code(code, name, d_sae=d_sae)
         return d_sae
-    v.check_array(code, name, ndim=2, kind="float")
+    code = v.check_array(code, name, ndim=2, kind="float")
     if d_sae is not None and code.shape[1] != d_sae:
         raise ValueError(f"{name} must be [batch, d_sae={d_sae}]; got {v.shape_str(code)}")
     return code.shape[1]
@@ -155,5 +155,5 @@ def as_counts(tokens_since_fired: ArrayLike | DeadLatentState) -> jax.Array:
     """The ``[d_sae]`` counter of a :class:`DeadLatentState`, or the array itself."""
     if isinstance(tokens_since_fired, DeadLatentState):
         tokens_since_fired = tokens_since_fired.tokens_since_fired
-    v.check_array(tokens_since_fired, "tokens_since_fired", ndim=1, kind="int")
+    tokens_since_fired = v.check_array(tokens_since_fired, "tokens_since_fired", ndim=1, kind="int")
     return jnp.asarray(tokens_since_fired)

@@ -122,8 +122,8 @@ _jumprelu_st.defvjp(_jumprelu_fwd, _jumprelu_bwd)
 
 
 def _check_st(x: Any, threshold: Any, bandwidth: Any) -> None:
-    v.check_array(x, "x", ndim=2, kind="float", allow_empty=True)
-    v.check_array(threshold, "threshold", ndim=1, kind="float")
+    x = v.check_array(x, "x", ndim=2, kind="float", allow_empty=True)
+    threshold = v.check_array(threshold, "threshold", ndim=1, kind="float")
     v.check_axis_match(x, "x", 1, threshold, "threshold", 0)
     v.check_positive(bandwidth, "bandwidth")
 

@@ -19,7 +19,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental.layout import Layout, with_layout_constraint
 from jax.typing import ArrayLike
 
@@ -149,16 +148,11 @@ def sparse_decode(values: ArrayLike, indices: ArrayLike, W_dec: ArrayLike) -> ja
       eai-sparsify ``decoder_impl`` / ``TritonDecoder`` (``SparseCoder.decode`` without
       ``b_dec``), whose backward is the same gather-dot and row scatter-add.
     """
-    v.check_array(values, "values", ndim=2, kind="float", allow_empty=True)
-    v.check_array(indices, "indices", ndim=2, kind="int", allow_empty=True)
+    values = v.check_array(values, "values", ndim=2, kind="float", allow_empty=True)
+    indices = v.check_array(indices, "indices", ndim=2, kind="int", allow_empty=True)
     v.check_same_shape(values, "values", indices, "indices")
-    v.check_array(W_dec, "W_dec", ndim=2, kind="float")
-    if v.is_concrete(indices) and np.size(indices):
-        lo, hi = int(np.min(indices)), int(np.max(indices))
-        if lo < 0 or hi >= W_dec.shape[0]:
-            raise ValueError(
-                f"indices must lie in [0, d_sae={W_dec.shape[0]}); got values in [{lo}, {hi}]"
-            )
+    W_dec = v.check_array(W_dec, "W_dec", ndim=2, kind="float")
+    v.check_index_range(indices, "indices", W_dec.shape[0], "d_sae")
     return _sparse_decode(jnp.asarray(values), jnp.asarray(indices), jnp.asarray(W_dec))
 
 
@@ -380,15 +374,15 @@ def topk_encode(
       Gao et al., "Scaling and evaluating sparse autoencoders" (2024), App. D; eai-sparsify
       ``fused_encoder`` (``FusedEncoder.backward``: gradients only into the top-k columns).
     """
-    v.check_array(x, "x", ndim=2, kind="float")
-    v.check_array(W_enc, "W_enc", ndim=2, kind="float")
+    x = v.check_array(x, "x", ndim=2, kind="float")
+    W_enc = v.check_array(W_enc, "W_enc", ndim=2, kind="float")
     d_in, d_sae = W_enc.shape
     if x.shape[1] != d_in:
         raise ValueError(f"x must be [batch, d_in={d_in}] like W_enc; got {v.shape_str(x)}")
-    v.check_array(b_enc, "b_enc", ndim=1, kind="float")
+    b_enc = v.check_array(b_enc, "b_enc", ndim=1, kind="float")
     if b_enc.shape[0] != d_sae:
         raise ValueError(f"b_enc must be [d_sae={d_sae}]; got {v.shape_str(b_enc)}")
-    v.check_array(b_dec, "b_dec", ndim=1, kind="float")
+    b_dec = v.check_array(b_dec, "b_dec", ndim=1, kind="float")
     if b_dec.shape[0] != d_in:
         raise ValueError(f"b_dec must be [d_in={d_in}]; got {v.shape_str(b_dec)}")
     v.check_int(k, "k")

@@ -191,7 +191,7 @@ class MatryoshkaSAE(nnx.Module):
         if isinstance(code, SparseCode):
             check_code(code)
         else:
-            v.check_array(code, "code", ndim=2, kind="float")
+            code = v.check_array(code, "code", ndim=2, kind="float")
             if code.shape[1] != self.d_sae:
                 raise ValueError(
                     f"code must be a SparseCode or [batch, d_sae={self.d_sae}]; "

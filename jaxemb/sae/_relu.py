@@ -23,7 +23,7 @@ from jaxemb.sae._tricks import InputScale, scale_inputs, unscale_outputs
 
 def check_dense_code(code: Any, d_sae: int, name: str = "code") -> None:
     """Checks a dense ``[N, d_sae]`` float code."""
-    v.check_array(code, name, ndim=2, kind="float")
+    code = v.check_array(code, name, ndim=2, kind="float")
     if code.shape[1] != d_sae:
         raise ValueError(f"{name} must be [batch, d_sae={d_sae}]; got {v.shape_str(code)}")
 
@@ -32,7 +32,7 @@ def check_dead_mask(dead_mask: Any, d_sae: int) -> None:
     """Checks an optional ``[d_sae]`` bool dead-latent mask."""
     if dead_mask is None:
         return
-    v.check_array(dead_mask, "dead_mask", ndim=1, kind="any")
+    dead_mask = v.check_array(dead_mask, "dead_mask", ndim=1, kind="any")
     if jnp.asarray(dead_mask).dtype != jnp.bool_:
         raise ValueError(f"dead_mask must be bool; got {jnp.asarray(dead_mask).dtype}")
     if dead_mask.shape[0] != d_sae:

@@ -276,7 +276,7 @@ def topk_loss(
 def _check_dead_mask(dead_mask: Any, d_sae: int) -> None:
     if dead_mask is None:
         return
-    v.check_array(dead_mask, "dead_mask", ndim=1, kind="any")
+    dead_mask = v.check_array(dead_mask, "dead_mask", ndim=1, kind="any")
     if jnp.asarray(dead_mask).dtype != jnp.bool_:
         raise ValueError(f"dead_mask must be bool; got {jnp.asarray(dead_mask).dtype}")
     if dead_mask.shape[0] != d_sae:

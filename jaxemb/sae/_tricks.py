@@ -385,7 +385,7 @@ def resample_dead(
     check_batch(x, model.d_in)
     v.check_positive(encoder_scale, "encoder_scale", strict=False)
     if dead is not None:
-        v.check_array(dead, "dead", ndim=1, kind="int")
+        dead = v.check_array(dead, "dead", ndim=1, kind="int")
         if np.shape(dead)[0] != model.d_sae:
             raise ValueError(f"dead must be [d_sae={model.d_sae}]; got {v.shape_str(dead)}")
         dead = jnp.asarray(dead, jnp.bool_)

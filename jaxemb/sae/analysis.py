@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxemb import _validate as v
+from jaxemb._numerics import propagate_nan
 from jaxemb.sae._base import SparseCode, _densify, check_batch, check_code, check_sae
 
 
@@ -80,7 +81,7 @@ def top_activating(
     indices = jnp.full((d_sae, top_n), -1, jnp.int32)
     offset = 0
     for i, batch in enumerate(batches):
-        v.check_array(batch, f"batches[{i}]", ndim=2, kind="float", allow_empty=True)
+        batch = v.check_array(batch, f"batches[{i}]", ndim=2, kind="float", allow_empty=True)
         n = batch.shape[0]
         if n == 0:
             continue
@@ -92,7 +93,7 @@ def top_activating(
                 raise ValueError(f"{name} must have {n} rows; got {v.shape_str(acts.values)}")
             acts = _densify(acts.values, acts.indices, d_sae)
         else:
-            v.check_array(acts, name, ndim=2, kind="float")
+            acts = v.check_array(acts, name, ndim=2, kind="float")
             if tuple(acts.shape) != (n, d_sae):
                 raise ValueError(f"{name} must be [{n}, d_sae={d_sae}]; got {v.shape_str(acts)}")
         values, indices = _merge(
@@ -170,12 +171,12 @@ def cooccurrence(codes_or_batches: Any, d_sae: int) -> jax.Array:
     for i, code in enumerate(batches):
         name = f"codes_or_batches[{i}]"
         if isinstance(code, SparseCode):
-            check_code(code, name)
+            check_code(code, name, d_sae=d_sae)
             if code.values.shape[0] == 0:
                 continue
             counts = _cooc_sparse(counts, jnp.asarray(code.values), jnp.asarray(code.indices))
         else:
-            v.check_array(code, name, ndim=2, kind="number", allow_empty=True)
+            code = v.check_array(code, name, ndim=2, kind="number", allow_empty=True)
             if code.shape[1] != d_sae:
                 raise ValueError(f"{name} must be [N, d_sae={d_sae}]; got {v.shape_str(code)}")
             if code.shape[0] == 0:
@@ -243,7 +244,7 @@ def normalized_cooccurrence(counts: Any, *, method: str = "conditional") -> jax.
       O'Neill et al., "Disentangling Dense Embeddings with Sparse Autoencoders" (2024),
       Sec. 4 (co-occurrence normalised by each feature's activation count).
     """
-    v.check_array(counts, "counts", ndim=2, kind="number")
+    counts = v.check_array(counts, "counts", ndim=2, kind="number")
     if counts.shape[0] != counts.shape[1]:
         raise ValueError(
             f"counts must be a square [d_sae, d_sae] matrix; got {v.shape_str(counts)}"
@@ -312,7 +313,7 @@ def maximum_spanning_forest(weights: Any) -> tuple[np.ndarray, np.ndarray]:
       Prim (1957); O'Neill et al. (2024) take the maximum spanning tree of normalised feature
       co-occurrence.
     """
-    v.check_array(weights, "weights", ndim=2, kind="number")
+    weights = v.check_array(weights, "weights", ndim=2, kind="number")
     w = np.asarray(weights, np.float64)
     if w.shape[0] != w.shape[1]:
         raise ValueError(f"weights must be a square [V, V] matrix; got {v.shape_str(w)}")
@@ -387,7 +388,7 @@ def feature_families(
       Sec. 4.3 "Feature families" (maximum spanning tree over normalised co-occurrence,
       parents are the more frequently activating features).
     """
-    v.check_array(cooc, "cooc", ndim=2, kind="number")
+    cooc = v.check_array(cooc, "cooc", ndim=2, kind="number")
     w = np.asarray(cooc, np.float64)
     n = w.shape[0]
     if w.shape[1] != n:
@@ -395,7 +396,7 @@ def feature_families(
     if frequency is None:
         freq = np.diagonal(w).copy()
     else:
-        v.check_array(frequency, "frequency", ndim=1, kind="number")
+        frequency = v.check_array(frequency, "frequency", ndim=1, kind="number")
         if np.shape(frequency)[0] != n:
             raise ValueError(
                 f"frequency must be [d_sae={n}] like cooc {v.shape_str(w)}; "
@@ -512,7 +513,7 @@ def steer(model: Any, x: Any, latent: int, strength: Any) -> jax.Array:
       O'Neill et al. (2024) steer semantic search the same way.
     """
     check_sae(model)
-    v.check_array(x, "x", ndim=(1, 2), kind="float")
+    x = v.check_array(x, "x", ndim=(1, 2), kind="float")
     if np.shape(x)[-1] != model.d_in:
         raise ValueError(f"x must be [N, d_in={model.d_in}] or [d_in]; got {v.shape_str(x)}")
     _check_latent(latent, model.d_sae)
@@ -565,7 +566,7 @@ def clamp(model: Any, x: Any, latent: int, value: Any) -> jax.Array:
     x = jnp.asarray(x)
     n = x.shape[0]
     if v.is_concrete(value) and np.ndim(value) == 1:
-        v.check_array(value, "value", ndim=1, kind="number")
+        value = v.check_array(value, "value", ndim=1, kind="number")
         if np.shape(value)[0] != n:
             raise ValueError(f"value must be a scalar or [N={n}]; got {v.shape_str(value)}")
     else:
@@ -633,7 +634,7 @@ def cluster_decoder_directions(
     """
     if hasattr(W_dec, "W_dec") and not hasattr(W_dec, "shape"):
         W_dec = W_dec.W_dec[...]
-    v.check_array(W_dec, "W_dec", ndim=2, kind="float")
+    W_dec = v.check_array(W_dec, "W_dec", ndim=2, kind="float")
     v.check_int(n_clusters, "n_clusters", minimum=1, maximum=int(np.shape(W_dec)[0]))
     v.check_int(n_iter, "n_iter", minimum=0)
     v.check_positive(eps, "eps")
@@ -643,6 +644,7 @@ def cluster_decoder_directions(
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
+@propagate_nan
 def _spherical_kmeans(W, key, n_clusters, n_iter, eps):
     u = W.astype(jnp.promote_types(W.dtype, jnp.float32))
     u = u / jnp.maximum(jnp.linalg.norm(u, axis=1, keepdims=True), eps)

@@ -22,8 +22,8 @@ from jaxemb.sae._dead import DeadLatentState, as_counts, check_code_or_dense
 
 
 def _pair(x: Any, x_hat: Any) -> tuple[jax.Array, jax.Array]:
-    v.check_array(x, "x", ndim=2, kind="float")
-    v.check_array(x_hat, "x_hat", ndim=2, kind="float")
+    x = v.check_array(x, "x", ndim=2, kind="float")
+    x_hat = v.check_array(x_hat, "x_hat", ndim=2, kind="float")
     v.check_same_shape(x, "x", x_hat, "x_hat")
     return jnp.asarray(x), jnp.asarray(x_hat)
 
@@ -163,7 +163,7 @@ def _values(code: Any) -> jax.Array:
     if isinstance(code, SparseCode):
         check_code(code)
         return code.values
-    v.check_array(code, "code", ndim=2, kind="float")
+    code = v.check_array(code, "code", ndim=2, kind="float")
     return jnp.asarray(code)
 
 
@@ -287,7 +287,7 @@ def dense_fraction(freq: ArrayLike, *, threshold: float = 0.1) -> jax.Array:
     References:
       Rajamanoharan et al., "Jumping ahead: JumpReLU SAEs" (2024), dense latents (> 10%).
     """
-    v.check_array(freq, "freq", ndim=1, kind="float")
+    freq = v.check_array(freq, "freq", ndim=1, kind="float")
     v.check_positive(threshold, "threshold", strict=False)
     return jnp.mean((jnp.asarray(freq) > threshold).astype(jnp.float32))
 
@@ -313,8 +313,8 @@ def max_cosine(W_dec: ArrayLike, true_dictionary: ArrayLike, *, eps: float = 1e-
     References:
       Sharkey et al., "Taking features out of superposition with sparse autoencoders" (2022).
     """
-    v.check_array(W_dec, "W_dec", ndim=2, kind="float")
-    v.check_array(true_dictionary, "true_dictionary", ndim=2, kind="float")
+    W_dec = v.check_array(W_dec, "W_dec", ndim=2, kind="float")
+    true_dictionary = v.check_array(true_dictionary, "true_dictionary", ndim=2, kind="float")
     v.check_axis_match(W_dec, "W_dec", 1, true_dictionary, "true_dictionary", 1)
     v.check_positive(eps, "eps")
 
@@ -371,9 +371,12 @@ def recovered_fraction(
     References:
       Sharkey et al. (2022); Gao et al. (2024) use the same count on toy data.
     """
+    v.check_finite_scalar(threshold, "threshold")
     if v.is_concrete(threshold) and not -1.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be a cosine in [-1, 1]; got {threshold!r}")
-    return jnp.mean((max_cosine(W_dec, true_dictionary) > threshold).astype(jnp.float32))
+    best = max_cosine(W_dec, true_dictionary)
+    fraction = jnp.mean((best > threshold).astype(jnp.float32))
+    return jnp.where(jnp.any(jnp.isnan(best)), jnp.nan, fraction)  # NaN in, NaN out
 
 
 __all__ = [
