@@ -11,6 +11,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from losses_reference import logsumexp, normalize, numeric_grad
 from losses_reference import nt_xent as np_nt_xent
+from tolerances import assert_f32_close
 
 from jaxemb.losses import adaptive_layer, matryoshka, matryoshka_2d, nt_xent
 from jaxemb.parallel import shard_batch
@@ -207,7 +208,7 @@ def test_matryoshka_sharded_matches_single_device(rng, mesh8):
     v8, g8 = f(*shard_batch(mesh8, (q, p, n)), key)
     np.testing.assert_allclose(v8, v1, rtol=1e-5)
     for a, b in zip(g8, g1, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        assert_f32_close(a, b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +458,7 @@ def test_matryoshka_2d_sharded_matches_single_device(rng, mesh8):
     v8, g8 = f(*args, key)
     np.testing.assert_allclose(v8, v1, rtol=1e-5)
     for a, b in zip(g8, g1, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        assert_f32_close(a, b)
 
 
 def test_matryoshka_2d_robust_inputs(rng):
