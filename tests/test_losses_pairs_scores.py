@@ -160,13 +160,16 @@ def test_contrastive_pair_semantics():
         )(x)
         np.testing.assert_allclose(val, (0.5 * d**2 + 0.5 * (0.5 - d) ** 2) / 2, rtol=1e-5)
         assert np.isfinite(np.asarray(g)).all()
-    # hand-computed cosine case; float labels weight the two terms as given
+    # hand-computed cosine case; float labels 0.0 / 1.0 are labels too
     a = np.array([[1, 0], [1, 0], [1, 0]], np.float32)
     b = np.array([[0, 1], [1, 1], [-1, 0]], np.float32)
     d = np.array([1.0, 1 - 2**-0.5, 2.0])
-    y = np.array([1.0, 0.0, 0.25])
+    y = np.array([1.0, 0.0, 0.0])
     expected = np.mean(0.5 * (y * d**2 + (1 - y) * np.maximum(0.5 - d, 0) ** 2))
     np.testing.assert_allclose(contrastive_pair(a, b, y), expected, rtol=1e-6)
+    # a label other than 0 / 1 has no meaning for this loss: refused
+    with pytest.raises(ValueError, match=r"labels must be 1 .* or 0 .*got values \[0.25\]"):
+        contrastive_pair(a, b, np.array([1.0, 0.0, 0.25]))
     # a zero vector has cosine 0 (norm clamped to 1e-8), so distance 1
     z = np.zeros((1, 2), np.float32)
     val, g = jax.value_and_grad(lambda u: contrastive_pair(u, a[:1], np.array([1])))(z)
@@ -208,11 +211,14 @@ def test_online_contrastive_thresholds():
     # no negatives: positives above their own mean (0.4) are hard
     val = float(online_contrastive(a, b, np.array([1, 1, 1])))
     np.testing.assert_allclose(val, 0.8**2, rtol=1e-5)
-    # labels other than 0/1 are ignored; strict comparisons exclude the threshold itself
-    a, b = _pairs_at([0.2, 0.5, 0.5, 0.05, 0.9])
-    val = float(online_contrastive(a, b, np.array([1, 0, 1, 2, 2])))
+    # strict comparisons exclude the threshold itself
+    a, b = _pairs_at([0.2, 0.5, 0.5])
+    val = float(online_contrastive(a, b, np.array([1, 0, 1])))
     # max pos 0.5, min neg 0.5: neither the negative at 0.5 nor the positive at 0.5 is hard
     assert val == 0.0
+    # labels other than 0/1 (which sentence-transformers silently ignores) are refused
+    with pytest.raises(ValueError, match=r"labels must be 1 .* or 0 .*got values \[2.0\]"):
+        online_contrastive(a, b, np.array([1, 0, 2]))
     # a reduction check: sum (not mean) over the hard pairs
     a, b = _pairs_at([0.6, 0.7, 0.3, 0.2])
     val = float(online_contrastive(a, b, np.array([1, 1, 0, 0])))

@@ -53,7 +53,8 @@ def contrastive_pair(
     """Contrastive loss on labelled pairs: ``mean ½[y·d² + (1−y)·relu(margin − d)²]``.
 
     ``y = 1`` pulls the pair together, ``y = 0`` pushes it beyond ``margin``; other label values
-    weight the two terms as given (as sentence-transformers does). Distances are
+    (which sentence-transformers would use as weights of the two terms) are refused with a
+    ``ValueError`` when the labels are concrete. Distances are
     sentence-transformers' ``SiameseDistanceMetric``:
 
     - ``"cosine"``: ``1 − F.cosine_similarity(a, b)`` (each norm clamped to 1e-8);
@@ -105,7 +106,8 @@ def online_contrastive(
     """Online contrastive loss: the contrastive loss summed over the hard pairs only.
 
     With cosine distances ``d = 1 − cos(a, b)`` (``F.cosine_similarity``, eps 1e-8), positives
-    (``labels == 1``) and negatives (``labels == 0``; any other label is ignored):
+    (``labels == 1``) and negatives (``labels == 0``; any other label, which sentence-transformers
+    silently ignores, is refused with a ``ValueError`` when the labels are concrete):
 
     - hard negatives: negatives with ``d < max(d of positives)`` (``mean(d of negatives)`` when
       the batch has no positive);
