@@ -42,6 +42,19 @@ def _read_batch(indices: np.ndarray, *, source, transform, batched: bool) -> Any
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *examples)
 
 
+def batch_reader(
+    source: Sequence[Any] | Mapping[str, Any], transform: Callable[[Any], Any] | None = None
+) -> Callable[[np.ndarray], Any]:
+    """``indices -> batch``: reads the examples at ``indices`` of ``source`` and stacks them.
+
+    The reader every batch pipeline uses (``make_pipeline``, the clustered batches of
+    ``jaxemb.negatives``): a dict of arrays is gathered row-wise, a random-access source read
+    with ``__getitems__`` when it has one, ``transform`` applied to each example.
+    """
+    batched = not isinstance(source, Mapping) and _batched_reads(source)
+    return functools.partial(_read_batch, source=source, transform=transform, batched=batched)
+
+
 class BatchIterator(Iterator[dict[str, np.ndarray]]):
     """Iterator over the process-local batches of ``make_pipeline``, resumable by step.
 
@@ -253,7 +266,5 @@ def make_pipeline(
     ds = ds.batch(local, drop_remainder=False)
     if shard_count > 1:
         ds = ds[shard_index::shard_count]
-    batched = not isinstance(source, Mapping) and _batched_reads(source)
-    read = functools.partial(_read_batch, source=source, transform=transform, batched=batched)
-    ds = ds.map(read)
+    ds = ds.map(batch_reader(source, transform))
     return BatchIterator(ds, start_step=start_step, num_steps=steps, num_threads=num_threads)

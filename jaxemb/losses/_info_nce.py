@@ -31,6 +31,7 @@ def info_nce(
     hardness_mode: str | None = None,
     hardness_strength: float = 0.0,
     symmetric: bool = False,
+    negative_mask: ArrayLike | None = None,
 ) -> jax.Array:
     """InfoNCE over the global batch: in-batch negatives, hard negatives and extra directions.
 
@@ -83,6 +84,11 @@ def info_nce(
         with hard negatives).
       symmetric: the CLIP/ALIGN two-direction loss (see above); needs the default
         ``directions`` and ``partition_mode``.
+      negative_mask: optional ``[batch, batch · (1 + num_negatives)]`` bool over the
+        ``query_to_doc`` candidates (columns ordered as ``d_all``): False drops a candidate
+        from anchor ``i``'s partition function (a suspected false negative, e.g. from
+        ``jaxemb.negatives.false_negative_mask`` or ``unpg_filter``); the positive ``(i, i)``
+        is always kept. Other directions are unaffected.
 
     Returns:
       A float32 scalar, the mean over anchors.
@@ -146,10 +152,21 @@ def info_nce(
     dirs = tuple(name for name in _DIRECTIONS if name in directions)
     if negatives is not None:
         negatives = jnp.asarray(negatives)
+    if negative_mask is not None:
+        b = np.shape(anchors)[0]
+        n_docs = b * (1 + (0 if negatives is None else np.shape(negatives)[1]))
+        negative_mask = v.check_array(negative_mask, "negative_mask", ndim=2, kind="int")
+        if tuple(negative_mask.shape) != (b, n_docs):
+            raise ValueError(
+                f"negative_mask must be [batch, batch · (1 + num_negatives)] = [{b}, {n_docs}] "
+                f"(one entry per query_to_doc candidate); got {v.shape_str(negative_mask)}"
+            )
+        negative_mask = jnp.asarray(negative_mask, bool)
     return _info_nce(
         jnp.asarray(anchors),
         jnp.asarray(positives),
         negatives,
+        negative_mask,
         temperature,
         hardness_strength,
         similarity=similarity,
@@ -163,7 +180,7 @@ def info_nce(
     jax.jit, static_argnames=("similarity", "directions", "partition_mode", "hardness_mode")
 )
 def _info_nce(
-    q, p, n, temperature, strength, *, similarity, directions, partition_mode, hardness_mode
+    q, p, n, keep, temperature, strength, *, similarity, directions, partition_mode, hardness_mode
 ):
     q, p = as_float(q), as_float(p)
     batch = q.shape[0]
@@ -198,7 +215,10 @@ def _info_nce(
         penalty = jax.lax.stop_gradient(logits_raw) * (jnp.asarray(strength, q.dtype) / inv_t)
         logits_qd = logits_raw + jnp.where(selected, penalty, 0.0)
 
-    lse = [jax.nn.logsumexp(logits_qd, axis=1)]
+    if keep is None:
+        lse = [jax.nn.logsumexp(logits_qd, axis=1)]
+    else:  # dropped candidates leave the partition function; the positive always stays
+        lse = [masked_logsumexp(logits_qd, keep | (cols == rows))]
     if "query_to_query" in directions:
         logits_qq = q_scaled @ q.T
         lse.append(masked_logsumexp(logits_qq, rows != jnp.arange(batch)[None, :]))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from jax.sharding import Mesh
@@ -102,132 +103,80 @@ def _print_table(pos: np.ndarray, neg: np.ndarray, diff: np.ndarray) -> None:
         print(row.format(metric, cols[0][i + 1], cols[1][i + 1], cols[2][i + 1]))
 
 
-def mine_hard_negatives(
-    anchors: Sequence[str],
-    positives: Sequence[str],
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """The validated settings of one mining call."""
+
+    anchors: list[str]
+    positives: list[str]
+    corpus: list[str] | None
+    range_min: int
+    range_max: int
+    max_score: float | None
+    min_score: float | None
+    absolute_margin: float | None
+    relative_margin: float | None
+    num_negatives: int
+    sampling_strategy: str
+    include_positives: bool
+    output_format: str
+    output_scores: bool
+    similarity: str
+    seed: int
+    batch_size: int
+    search_batch_size: int
+    max_positives: int
+    rows_per_anchor: dict[str, int]
+
+
+class _Mined(NamedTuple):
+    """Per query: its negatives (corpus indices, ``-1`` where none) and their scores."""
+
+    queries: list[str]
+    query_idx: dict[str, int]
+    corpus: list[str]
+    positive_indices: list[list[int]]
+    pair_query: np.ndarray
+    pair_anchor: list[str]
+    pair_positive: list[str]
+    positive_scores: np.ndarray
+    neg_idx: np.ndarray
+    neg_scores: np.ndarray
+    skipped: dict[str, tuple[int, float]]
+
+
+def candidate_corpus(spec: _Spec) -> list[str]:
+    """The candidates: ``corpus`` (or the positives) plus every positive, deduplicated in order."""
+    base = spec.positives if spec.corpus is None else spec.corpus
+    return list(dict.fromkeys(base + spec.positives))
+
+
+def _mining_spec(
+    anchors,
+    positives,
     *,
-    embed: Callable[[list[str]], Any] | None = None,
-    anchor_embeddings: Any = None,
-    corpus_embeddings: Any = None,
-    corpus: Sequence[str] | None = None,
-    range_min: int = 0,
-    range_max: int | None = None,
-    max_score: float | None = None,
-    min_score: float | None = None,
-    absolute_margin: float | None = None,
-    relative_margin: float | None = None,
-    num_negatives: int = 3,
-    sampling_strategy: str = "top",
-    include_positives: bool = False,
-    output_format: str = "triplet",
-    output_scores: bool = False,
-    similarity: str = "cosine",
-    seed: int = 0,
-    batch_size: int = 4096,
-    search_batch_size: int = 16384,
-    mesh: Mesh | None = None,
-    verbose: bool = True,
-) -> dict[str, list]:
-    """Adds mined hard negatives to (anchor, positive) pairs, as sentence-transformers does.
-
-    Every unique anchor is scored against the candidate corpus — ``corpus`` plus every
-    positive, deduplicated in order of first appearance (only the positives when ``corpus``
-    is None) — with the exact search engine (:func:`jaxemb.retrieval.search`, chunked, sharded
-    over ``mesh``). Its ``range_max + max_positives + 1`` best candidates are then filtered
-    exactly as sentence-transformers 6.3 ``util.mine_hard_negatives`` does:
-
-    * the anchor itself (a corpus text equal to it) and, unless ``include_positives``, every
-      text that is one of its positives are never negatives;
-    * ``absolute_margin``: drop candidates with ``score + margin > p``; ``relative_margin``:
-      drop ``score > p − |p|·margin``, where ``p`` is the anchor's *smallest* positive score
-      (both may be given: they apply one after the other);
-    * ``max_score``: drop ``score > max_score``; ``min_score``: drop ``score < min_score``;
-    * of the remaining candidates, ranked by score, ranks ``range_min .. range_max − 1`` are
-      kept; ``"top"`` takes the first ``num_negatives``, ``"random"`` draws ``num_negatives``
-      distinct ones among the kept (seeded by ``seed``; the reference uses Python's unseeded
-      ``random``) and sorts them by score.
-
-    ``range_max`` defaults to ``range_min + num_negatives + max_positives``, or ``range_min +
-    10 · num_negatives + max_positives`` when a margin or ``max_score`` can drop candidates;
-    ``max_positives`` counts the rows of the most frequent anchor. Duplicated anchors are mined
-    once, and each of their (deduplicated) positives gets the same negatives.
-
-    The similarity is the embedding model's: ``"cosine"`` (embeddings L2-normalised, as
-    sentence-transformers normalises them before mining; the default) or ``"dot"`` (the
-    embeddings' inner product as given).
-
-    Output formats (plain Python lists; ``"anchor"`` / ``"positive"`` hold texts):
-
-    * ``"triplet"``: one row per (anchor, positive, negative) with ``negative``; anchors with
-      fewer candidates give fewer rows. ``output_scores`` adds ``scores`` = ``[pos, neg]``.
-    * ``"n-tuple"``: one row per (anchor, positive) with ``negative_1 .. negative_n``; rows
-      without ``num_negatives`` negatives are dropped. ``output_scores`` adds ``scores`` =
-      ``[pos, neg_1, ..., neg_n]``.
-    * ``"labeled-pair"``: per anchor its positives (``label`` 1) then its negatives (``label``
-      0) in ``positive``; with ``output_scores`` a ``score`` column replaces ``label``.
-    * ``"labeled-list"``: per (anchor, positive) ``positive`` = ``[positive, neg...]`` and
-      ``labels`` = ``[1, 0, ...]`` (or ``scores``); rows without any negative are dropped.
-
-    With ``include_positives`` the positives stay candidates and the format is ``"n-tuple"``.
-    Unless ``verbose=False`` it prints the reference's table (count, mean, median, std, min,
-    quartiles and max of the positive and negative scores and their difference) and how many
-    candidates each filter skipped, with progress bars over embedding and search chunks.
-
-    Args:
-      anchors: ``[N]`` anchor (query) texts.
-      positives: ``[N]`` positive texts, ``positives[i]`` answers ``anchors[i]``.
-      embed: ``list[str] -> [n, dim]`` (e.g. an ``Embedder.encode``); needed unless both
-        ``anchor_embeddings`` and ``corpus_embeddings`` are given.
-      anchor_embeddings: precomputed ``[N, dim]``, one row per entry of ``anchors``.
-      corpus_embeddings: precomputed ``[M, dim]``, one row per entry of ``corpus`` (of
-        ``positives`` when ``corpus`` is None); every positive must then be in it (or
-        ``embed`` given to embed the missing ones).
-      corpus: extra candidate texts; the positives are always candidates too.
-      range_min: candidates ranked before this are skipped (``>= 0``).
-      range_max: candidates ranked from this on are skipped (``None``: see above).
-      max_score: drop candidates scoring above it (possible false negatives).
-      min_score: drop candidates scoring below it.
-      absolute_margin: drop candidates within this margin of the positive score.
-      relative_margin: drop candidates within this fraction of ``|positive score|`` of it.
-      num_negatives: negatives per anchor (``>= 1``, at most ``range_max − range_min``).
-      sampling_strategy: ``"top"`` or ``"random"``.
-      include_positives: keep positives among the candidates (reranking sets).
-      output_format: ``"triplet"``, ``"n-tuple"``, ``"labeled-pair"`` or ``"labeled-list"``.
-      output_scores: add (or, for the labeled formats, use) the similarity scores.
-      similarity: ``"cosine"`` or ``"dot"``.
-      seed: seed of the ``"random"`` strategy.
-      batch_size: texts per call of ``embed``.
-      search_batch_size: anchors per search chunk.
-      mesh: a mesh whose ``data`` axis splits the corpus during the search.
-      verbose: print the summary and progress bars.
-
-    Returns:
-      A dict of equally long column lists, ready for a dataset or the code-search pipeline.
-
-    Raises:
-      ValueError: before anything is embedded, for anchors and positives of different
-        lengths, empty lists, non-strings, ``range_min >= range_max``, ``num_negatives`` out
-        of range, unknown formats / strategies / similarities, embeddings of the wrong shape
-        or width, or neither ``embed`` nor both embedding arrays.
-
-    Examples:
-      >>> import numpy as np
-      >>> from jaxemb.negatives import mine_hard_negatives
-      >>> vocab = {"cat": [1.0, 0.0], "kitten": [0.9, 0.1], "dog": [0.7, 0.7],
-      ...          "car": [0.0, 1.0], "truck": [0.1, 0.9]}
-      >>> embed = lambda texts: np.array([vocab[t] for t in texts])
-      >>> out = mine_hard_negatives(["cat", "car"], ["kitten", "truck"], corpus=["dog"],
-      ...                           embed=embed, num_negatives=1, verbose=False)
-      >>> list(zip(out["anchor"], out["positive"], out["negative"]))
-      [('cat', 'kitten', 'dog'), ('car', 'truck', 'dog')]
-
-    References:
-      Moreira et al., "NV-Retriever: Improving text embedding models with effective
-      hard-negative mining" (2024), TopK-PercPos = ``relative_margin=0.05``. Reference
-      implementation: sentence-transformers 6.3 ``util.mine_hard_negatives`` (``range_min=0``,
-      ``num_negatives=3``, ``sampling_strategy="top"``, ``output_format="triplet"``).
-    """
-    # ---- validation: everything is checked before any text is embedded ----
+    embed,
+    anchor_embeddings,
+    corpus_embeddings,
+    corpus,
+    range_min,
+    range_max,
+    max_score,
+    min_score,
+    absolute_margin,
+    relative_margin,
+    num_negatives,
+    sampling_strategy,
+    include_positives,
+    output_format,
+    output_scores,
+    similarity,
+    seed,
+    batch_size,
+    search_batch_size,
+    verbose,
+) -> _Spec:
+    """Validates every argument of :func:`mine_hard_negatives` (before anything is embedded)."""
     anchors = _texts(anchors, "anchors")
     positives = _texts(positives, "positives")
     if len(anchors) != len(positives):
@@ -295,9 +244,43 @@ def mine_hard_negatives(
             f"num_negatives={num_negatives}"
         )
 
+    return _Spec(
+        anchors=anchors,
+        positives=positives,
+        corpus=corpus_texts,
+        range_min=range_min,
+        range_max=range_max,
+        max_score=max_score,
+        min_score=min_score,
+        absolute_margin=absolute_margin,
+        relative_margin=relative_margin,
+        num_negatives=num_negatives,
+        sampling_strategy=sampling_strategy,
+        include_positives=include_positives,
+        output_format=output_format,
+        output_scores=output_scores,
+        similarity=similarity,
+        seed=seed,
+        batch_size=batch_size,
+        search_batch_size=search_batch_size,
+        max_positives=max_positives,
+        rows_per_anchor=rows_per_anchor,
+    )
+
+
+def _mine(spec: _Spec, embed, anchor_embeddings, corpus_embeddings, mesh, verbose) -> _Mined:
+    """Embeds (unless given), searches, filters, ranks and samples: the negatives per query."""
+    anchors, positives, corpus_texts = spec.anchors, spec.positives, spec.corpus
+    range_min, range_max = spec.range_min, spec.range_max
+    num_negatives, max_positives = spec.num_negatives, spec.max_positives
+    max_score, min_score = spec.max_score, spec.min_score
+    absolute_margin, relative_margin = spec.absolute_margin, spec.relative_margin
+    include_positives, similarity = spec.include_positives, spec.similarity
+    batch_size, search_batch_size = spec.batch_size, spec.search_batch_size
+    rows_per_anchor = spec.rows_per_anchor
     # ---- the deduplicated corpus and queries ----
     base = positives if corpus_texts is None else corpus_texts
-    corpus_list = list(dict.fromkeys(base + positives))
+    corpus_list = candidate_corpus(spec)
     corpus_idx = {t: i for i, t in enumerate(corpus_list)}
     queries = list(dict.fromkeys(anchors))
     query_idx = {q: i for i, q in enumerate(queries)}
@@ -434,11 +417,11 @@ def mine_hard_negatives(
     order = np.argsort(-scores, axis=1, kind="stable")[:, :range_max]
     neg_scores = np.take_along_axis(scores, order, axis=1)[:, range_min:]
     neg_idx = np.take_along_axis(indices, order, axis=1)[:, range_min:]
-    if sampling_strategy == "top":
+    if spec.sampling_strategy == "top":
         neg_scores, neg_idx = neg_scores[:, :num_negatives], neg_idx[:, :num_negatives]
     else:
         options = np.maximum(np.sum(np.isfinite(neg_scores), axis=1), num_negatives)
-        keys = np.random.default_rng(seed).random(neg_scores.shape)
+        keys = np.random.default_rng(spec.seed).random(neg_scores.shape)
         keys[np.arange(neg_scores.shape[1])[None, :] >= options[:, None]] = np.inf
         pick = np.argsort(keys, axis=1, kind="stable")[:, :num_negatives]
         neg_scores = np.take_along_axis(neg_scores, pick, axis=1)
@@ -446,8 +429,183 @@ def mine_hard_negatives(
         resort = np.argsort(-neg_scores, axis=1, kind="stable")
         neg_scores = np.take_along_axis(neg_scores, resort, axis=1)
         neg_idx = np.take_along_axis(neg_idx, resort, axis=1)
+    return _Mined(
+        queries=queries,
+        query_idx=query_idx,
+        corpus=corpus_list,
+        positive_indices=positive_indices,
+        pair_query=pair_query,
+        pair_anchor=pair_anchor,
+        pair_positive=pair_positive,
+        positive_scores=positive_scores,
+        neg_idx=neg_idx,
+        neg_scores=neg_scores,
+        skipped=skipped,
+    )
+
+
+def mine_hard_negatives(
+    anchors: Sequence[str],
+    positives: Sequence[str],
+    *,
+    embed: Callable[[list[str]], Any] | None = None,
+    anchor_embeddings: Any = None,
+    corpus_embeddings: Any = None,
+    corpus: Sequence[str] | None = None,
+    range_min: int = 0,
+    range_max: int | None = None,
+    max_score: float | None = None,
+    min_score: float | None = None,
+    absolute_margin: float | None = None,
+    relative_margin: float | None = None,
+    num_negatives: int = 3,
+    sampling_strategy: str = "top",
+    include_positives: bool = False,
+    output_format: str = "triplet",
+    output_scores: bool = False,
+    similarity: str = "cosine",
+    seed: int = 0,
+    batch_size: int = 4096,
+    search_batch_size: int = 16384,
+    mesh: Mesh | None = None,
+    verbose: bool = True,
+) -> dict[str, list]:
+    """Adds mined hard negatives to (anchor, positive) pairs, as sentence-transformers does.
+
+    Every unique anchor is scored against the candidate corpus — ``corpus`` plus every
+    positive, deduplicated in order of first appearance (only the positives when ``corpus``
+    is None) — with the exact search engine (:func:`jaxemb.retrieval.search`, chunked, sharded
+    over ``mesh``). Its ``range_max + max_positives + 1`` best candidates are then filtered
+    exactly as sentence-transformers 6.3 ``util.mine_hard_negatives`` does:
+
+    * the anchor itself (a corpus text equal to it) and, unless ``include_positives``, every
+      text that is one of its positives are never negatives;
+    * ``absolute_margin``: drop candidates with ``score + margin > p``; ``relative_margin``:
+      drop ``score > p − |p|·margin``, where ``p`` is the anchor's *smallest* positive score
+      (both may be given: they apply one after the other);
+    * ``max_score``: drop ``score > max_score``; ``min_score``: drop ``score < min_score``;
+    * of the remaining candidates, ranked by score, ranks ``range_min .. range_max − 1`` are
+      kept; ``"top"`` takes the first ``num_negatives``, ``"random"`` draws ``num_negatives``
+      distinct ones among the kept (seeded by ``seed``; the reference uses Python's unseeded
+      ``random``) and sorts them by score.
+
+    ``range_max`` defaults to ``range_min + num_negatives + max_positives``, or ``range_min +
+    10 · num_negatives + max_positives`` when a margin or ``max_score`` can drop candidates;
+    ``max_positives`` counts the rows of the most frequent anchor. Duplicated anchors are mined
+    once, and each of their (deduplicated) positives gets the same negatives.
+
+    The similarity is the embedding model's: ``"cosine"`` (embeddings L2-normalised, as
+    sentence-transformers normalises them before mining; the default) or ``"dot"`` (the
+    embeddings' inner product as given).
+
+    Output formats (plain Python lists; ``"anchor"`` / ``"positive"`` hold texts):
+
+    * ``"triplet"``: one row per (anchor, positive, negative) with ``negative``; anchors with
+      fewer candidates give fewer rows. ``output_scores`` adds ``scores`` = ``[pos, neg]``.
+    * ``"n-tuple"``: one row per (anchor, positive) with ``negative_1 .. negative_n``; rows
+      without ``num_negatives`` negatives are dropped. ``output_scores`` adds ``scores`` =
+      ``[pos, neg_1, ..., neg_n]``.
+    * ``"labeled-pair"``: per anchor its positives (``label`` 1) then its negatives (``label``
+      0) in ``positive``; with ``output_scores`` a ``score`` column replaces ``label``.
+    * ``"labeled-list"``: per (anchor, positive) ``positive`` = ``[positive, neg...]`` and
+      ``labels`` = ``[1, 0, ...]`` (or ``scores``); rows without any negative are dropped.
+
+    With ``include_positives`` the positives stay candidates and the format is ``"n-tuple"``.
+    Unless ``verbose=False`` it prints the reference's table (count, mean, median, std, min,
+    quartiles and max of the positive and negative scores and their difference) and how many
+    candidates each filter skipped, with progress bars over embedding and search chunks.
+
+    Args:
+      anchors: ``[N]`` anchor (query) texts.
+      positives: ``[N]`` positive texts, ``positives[i]`` answers ``anchors[i]``.
+      embed: ``list[str] -> [n, dim]`` (e.g. an ``Embedder.encode``); needed unless both
+        ``anchor_embeddings`` and ``corpus_embeddings`` are given.
+      anchor_embeddings: precomputed ``[N, dim]``, one row per entry of ``anchors``.
+      corpus_embeddings: precomputed ``[M, dim]``, one row per entry of ``corpus`` (of
+        ``positives`` when ``corpus`` is None); every positive must then be in it (or
+        ``embed`` given to embed the missing ones).
+      corpus: extra candidate texts; the positives are always candidates too.
+      range_min: candidates ranked before this are skipped (``>= 0``).
+      range_max: candidates ranked from this on are skipped (``None``: see above).
+      max_score: drop candidates scoring above it (possible false negatives).
+      min_score: drop candidates scoring below it.
+      absolute_margin: drop candidates within this margin of the positive score.
+      relative_margin: drop candidates within this fraction of ``|positive score|`` of it.
+      num_negatives: negatives per anchor (``>= 1``, at most ``range_max − range_min``).
+      sampling_strategy: ``"top"`` or ``"random"``.
+      include_positives: keep positives among the candidates (reranking sets).
+      output_format: ``"triplet"``, ``"n-tuple"``, ``"labeled-pair"`` or ``"labeled-list"``.
+      output_scores: add (or, for the labeled formats, use) the similarity scores.
+      similarity: ``"cosine"`` or ``"dot"``.
+      seed: seed of the ``"random"`` strategy.
+      batch_size: texts per call of ``embed``.
+      search_batch_size: anchors per search chunk.
+      mesh: a mesh whose ``data`` axis splits the corpus during the search.
+      verbose: print the summary and progress bars.
+
+    Returns:
+      A dict of equally long column lists, ready for a dataset or the code-search pipeline.
+
+    Raises:
+      ValueError: before anything is embedded, for anchors and positives of different
+        lengths, empty lists, non-strings, ``range_min >= range_max``, ``num_negatives`` out
+        of range, unknown formats / strategies / similarities, embeddings of the wrong shape
+        or width, or neither ``embed`` nor both embedding arrays.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxemb.negatives import mine_hard_negatives
+      >>> vocab = {"cat": [1.0, 0.0], "kitten": [0.9, 0.1], "dog": [0.7, 0.7],
+      ...          "car": [0.0, 1.0], "truck": [0.1, 0.9]}
+      >>> embed = lambda texts: np.array([vocab[t] for t in texts])
+      >>> out = mine_hard_negatives(["cat", "car"], ["kitten", "truck"], corpus=["dog"],
+      ...                           embed=embed, num_negatives=1, verbose=False)
+      >>> list(zip(out["anchor"], out["positive"], out["negative"]))
+      [('cat', 'kitten', 'dog'), ('car', 'truck', 'dog')]
+
+    References:
+      Moreira et al., "NV-Retriever: Improving text embedding models with effective
+      hard-negative mining" (2024), TopK-PercPos = ``relative_margin=0.05``. Reference
+      implementation: sentence-transformers 6.3 ``util.mine_hard_negatives`` (``range_min=0``,
+      ``num_negatives=3``, ``sampling_strategy="top"``, ``output_format="triplet"``).
+    """
+    spec = _mining_spec(
+        anchors,
+        positives,
+        embed=embed,
+        anchor_embeddings=anchor_embeddings,
+        corpus_embeddings=corpus_embeddings,
+        corpus=corpus,
+        range_min=range_min,
+        range_max=range_max,
+        max_score=max_score,
+        min_score=min_score,
+        absolute_margin=absolute_margin,
+        relative_margin=relative_margin,
+        num_negatives=num_negatives,
+        sampling_strategy=sampling_strategy,
+        include_positives=include_positives,
+        output_format=output_format,
+        output_scores=output_scores,
+        similarity=similarity,
+        seed=seed,
+        batch_size=batch_size,
+        search_batch_size=search_batch_size,
+        verbose=verbose,
+    )
+    m = _mine(spec, embed, anchor_embeddings, corpus_embeddings, mesh, verbose)
     if verbose:
         print("Negative candidates mined, preparing dataset...")
+    anchors = spec.anchors
+    range_min, num_negatives = spec.range_min, spec.num_negatives
+    output_format, output_scores = spec.output_format, spec.output_scores
+    absolute_margin, relative_margin = spec.absolute_margin, spec.relative_margin
+    max_score, min_score = spec.max_score, spec.min_score
+    queries, corpus_list, positive_indices = m.queries, m.corpus, m.positive_indices
+    pair_query, pair_anchor, pair_positive = m.pair_query, m.pair_anchor, m.pair_positive
+    positive_scores, neg_idx, neg_scores = m.positive_scores, m.neg_idx, m.neg_scores
+    n_queries, n_pos = len(queries), np.array([len(p) for p in positive_indices])
+    skipped = m.skipped
 
     # ---- output columns ----
     found = np.isfinite(neg_scores)  # [n_queries, num_negatives]

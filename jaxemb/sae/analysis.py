@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxemb import _validate as v
-from jaxemb._numerics import propagate_nan
+from jaxemb.retrieval import kmeans
 from jaxemb.sae._base import SparseCode, _densify, check_batch, check_code, check_sae
 
 
@@ -603,18 +603,19 @@ def cluster_decoder_directions(
 ) -> tuple[jax.Array, jax.Array]:
     """Spherical k-means on the unit decoder rows (groups of latents sharing a subspace).
 
-    Rows are normalised to unit length; centroids start from k-means++ seeding (squared chord
-    distance ``‖u − c‖² = 2 − 2 cos``) and Lloyd iterations assign every row to the centroid of
-    largest cosine and set each centroid to the normalised mean of its rows (a cluster that
-    empties keeps its centroid). Latents whose directions cluster together are candidates for a
-    multi-dimensional feature (e.g. the circular day-of-week features of Engels et al.).
+    Spherical :func:`jaxemb.retrieval.kmeans`: rows are normalised to unit length; centroids
+    start from k-means++ seeding (squared chord distance ``‖u − c‖² = 2 − 2 cos``) and Lloyd
+    iterations assign every row to the centroid of largest cosine and set each centroid to the
+    normalised mean of its rows (a cluster that empties keeps its centroid). Latents whose
+    directions cluster together are candidates for a multi-dimensional feature (e.g. the
+    circular day-of-week features of Engels et al.).
 
     Args:
       W_dec: ``[d_sae, d_in]`` decoder, or an SAE module (its ``W_dec`` is used).
       n_clusters: number of clusters, ``1 <= n_clusters <= d_sae``.
       key: PRNG key for the seeding.
       n_iter: Lloyd iterations.
-      eps: floor on norms.
+      eps: kept for compatibility; the norms' floor is kmeans' 1e-12.
 
     Returns:
       ``(labels [d_sae] int32, centroids [n_clusters, d_in] float32 unit rows)``.
@@ -640,42 +641,11 @@ def cluster_decoder_directions(
     v.check_positive(eps, "eps")
     if not isinstance(key, jax.Array) or key.shape != () and key.shape != (2,):
         raise ValueError(f"key must be a PRNG key such as jax.random.key(0); got {key!r}")
-    return _spherical_kmeans(jnp.asarray(W_dec), key, n_clusters, n_iter, eps)
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3))
-@propagate_nan
-def _spherical_kmeans(W, key, n_clusters, n_iter, eps):
-    u = W.astype(jnp.promote_types(W.dtype, jnp.float32))
-    u = u / jnp.maximum(jnp.linalg.norm(u, axis=1, keepdims=True), eps)
-    n = u.shape[0]
-    k0, key = jax.random.split(key)
-    first = jax.random.randint(k0, (), 0, n)
-    cent = jnp.zeros((n_clusters, u.shape[1]), u.dtype).at[0].set(u[first])
-
-    def seed(i, carry):
-        cent, key = carry
-        key, sub = jax.random.split(key)
-        sims = u @ cent.T  # [n, K]
-        valid = jnp.arange(n_clusters)[None, :] < i
-        best = jnp.max(jnp.where(valid, sims, -jnp.inf), axis=1)
-        d2 = jnp.square(jnp.maximum(2.0 - 2.0 * best, 0.0))
-        total = jnp.sum(d2)
-        p = jnp.where(total > 0, d2 / jnp.where(total > 0, total, 1.0), 1.0 / n)
-        pick = jax.random.choice(sub, n, p=p)
-        return cent.at[i].set(u[pick]), key
-
-    cent, _ = jax.lax.fori_loop(1, n_clusters, seed, (cent, key))
-
-    def lloyd(_, cent):
-        labels = jnp.argmax(u @ cent.T, axis=1)
-        sums = jax.ops.segment_sum(u, labels, num_segments=n_clusters)
-        norms = jnp.linalg.norm(sums, axis=1, keepdims=True)
-        return jnp.where(norms > eps, sums / jnp.maximum(norms, eps), cent)
-
-    cent = jax.lax.fori_loop(0, n_iter, lloyd, cent)
-    labels = jnp.argmax(u @ cent.T, axis=1).astype(jnp.int32)
-    return labels, cent.astype(jnp.float32)
+    if v.is_concrete(W_dec) and not np.isfinite(np.asarray(W_dec, np.float32)).all():
+        raise ValueError("W_dec must be finite; it holds NaN or inf")
+    del eps  # rows are normalised by jaxemb.retrieval.kmeans (eps 1e-12)
+    result = kmeans(W_dec, n_clusters, key=key, n_iter=n_iter, metric="cosine")
+    return result.labels, result.centroids
 
 
 __all__ = [
