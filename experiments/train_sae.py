@@ -16,23 +16,24 @@ Inputs (``source=``):
 
 Run it directly::
 
-    python experiments/train_sae.py --workdir runs/sae variant=topk d_sae=512 k=8 steps=3000
-    python experiments/train_sae.py --workdir runs/emb source=embeddings.npy d_sae=8192 k=32
+    python -m experiments.train_sae --workdir runs/sae variant=topk d_sae=512 k=8 steps=3000
+    python -m experiments.train_sae --workdir runs/emb source=embeddings.npy d_sae=8192 k=32
 
-Every ``key=value`` overrides a key of ``DEFAULT_CONFIG``. Re-running with the same workdir
-resumes from the last checkpoint. Writes ``report.md``, ``density.png``, ``metrics.jsonl`` and
-the trained SAE in the SAELens layout under ``sae/`` (``jaxemb.sae.load_sae`` reads it back).
+Every ``key=value`` overrides a field of ``TrainSAEConfig`` (``--help`` lists them). Re-running
+with the same workdir resumes from the last checkpoint. Writes ``report.md``, ``density.png``,
+``metrics.jsonl`` and the trained SAE in the SAELens layout under ``sae/``
+(``jaxemb.sae.load_sae`` reads it back).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-import json
 import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -44,139 +45,86 @@ from jax.sharding import PartitionSpec as P
 
 from jaxemb import checkpoint, data, experiment, parallel, sae
 from jaxemb.analysis import plots
-from jaxemb.config import ConfigError, check_numbers, invalid, merge_overrides, run_main
+from jaxemb.experiment import option
 
 # ----------------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------------
 
-DEFAULT_CONFIG: dict[str, Any] = dict(
-    seed=0,
-    data_dir=None,  # TFDS data directory; None: $JAXEMB_DATA_DIR or ~/.cache/jaxemb/...
-    # input
-    source="planted_dictionary",  # | "path/to/emb.npy" | "path/to/emb.npz" | "tfds:NAME[:SPLIT]"
-    planted_config="default",  # planted_dictionary config (also for tfds:planted_dictionary)
-    npz_key=None,  # array name inside a .npz (None: its only array)
-    feature="x",  # feature holding the embedding in a TFDS example
-    # model
-    variant="topk",  # a name in jaxemb.sae.sae_variants(): topk, relu, batchtopk, jumprelu, ...
-    d_sae=512,
-    k=8,  # active latents (TopK family; MatchingPursuit uses it as its number of steps)
-    variant_kwargs={},  # extra constructor arguments, e.g. {"l1_coef": 3.0}
-    dead_threshold=None,  # tokens without firing before a latent is dead (None: variant default)
-    init_b_dec="geometric_median",  # "geometric_median" | "mean" | "none"
-    normalize_input=False,  # scale inputs to E||x||^2 = d_in (stored with the SAE)
-    # training
-    steps=2000,
-    batch_size=1024,
-    lr=2e-3,
-    lr_warmup=100,
-    model_axis=1,  # > 1 shards the latents over a "model" mesh axis of this size
-    ckpt_every=500,
-    keep_checkpoints=2,
-    log_every=50,
-    # evaluation and report
-    eval_rows=8192,
-    top_latents=8,
-    top_n=8,
-    families=True,  # feature families (co-occurrence spanning tree) when d_sae <= 4096
-    family_threshold=0.5,
-)
 
-# Keys that may change between a run and its resumption without invalidating checkpoints.
-RESUMABLE_KEYS = (
-    "data_dir",
-    "steps",
-    "ckpt_every",
-    "keep_checkpoints",
-    "log_every",
-    "eval_rows",
-    "top_latents",
-    "top_n",
-    "families",
-    "family_threshold",
-)
-
-_POSITIVE_INT = {
-    "d_sae",
-    "k",
-    "steps",
-    "batch_size",
-    "model_axis",
-    "ckpt_every",
-    "keep_checkpoints",
-    "log_every",
-    "eval_rows",
-    "top_latents",
-    "top_n",
-}
-_POSITIVE_FLOAT = {"lr"}
-
-
-class TrainSAEError(ConfigError):
+class TrainSAEError(experiment.ConfigError):
     """A problem with the configuration, data or workdir, explained in one paragraph."""
 
 
-def make_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Returns ``DEFAULT_CONFIG`` updated with ``overrides``, validated."""
-    config = merge_overrides(DEFAULT_CONFIG, overrides, program="train_sae", error=TrainSAEError)
-    _validate_config(config)
-    return config
+@dataclasses.dataclass(frozen=True)
+class TrainSAEConfig(experiment.Config):
+    """train_sae's settings (``key=value`` on the command line; r: may change on resume)."""
 
+    program: ClassVar[str] = "train_sae"
+    error: ClassVar[type[experiment.ConfigError]] = TrainSAEError
 
-def _validate_config(c: dict[str, Any]) -> None:
-    def bad(key, expected):
-        raise invalid(c, DEFAULT_CONFIG, key, expected, error=TrainSAEError)
-
-    check_numbers(
-        c, DEFAULT_CONFIG, positive_int=_POSITIVE_INT, positive=_POSITIVE_FLOAT, error=TrainSAEError
+    seed: int = option(0, minimum=0, help="model init and data order seed")
+    data_dir: str | None = option(
+        None, resumable=True, help="TFDS data directory (None: $JAXEMB_DATA_DIR or ~/.cache)"
     )
-    if (
-        not isinstance(c["lr_warmup"], int)
-        or isinstance(c["lr_warmup"], bool)
-        or c["lr_warmup"] < 0
-    ):
-        bad("lr_warmup", "an integer >= 0")
-    if not isinstance(c["seed"], int) or isinstance(c["seed"], bool) or c["seed"] < 0:
-        bad("seed", "an integer >= 0")
-    variants = sae.sae_variants()
-    if c["variant"] not in variants:
-        bad("variant", f"one of {sorted(variants)}")
-    if c["k"] > c["d_sae"]:
-        bad("k", f"at most d_sae={c['d_sae']}")
-    if not isinstance(c["variant_kwargs"], dict):
-        bad("variant_kwargs", "a dict of constructor arguments, e.g. \"{'l1_coef': 3.0}\"")
-    if c["dead_threshold"] is not None and (
-        not isinstance(c["dead_threshold"], int)
-        or isinstance(c["dead_threshold"], bool)
-        or c["dead_threshold"] < 0
-    ):
-        bad("dead_threshold", "None or an integer >= 0")
-    if c["init_b_dec"] not in ("geometric_median", "mean", "none"):
-        bad("init_b_dec", "'geometric_median', 'mean' or 'none'")
-    for key in ("normalize_input", "families"):
-        if not isinstance(c[key], bool):
-            bad(key, "True or False")
-    ft = c["family_threshold"]
-    if not isinstance(ft, (int, float)) or isinstance(ft, bool) or not 0 <= ft <= 1:
-        bad("family_threshold", "a number in [0, 1]")
-    if not isinstance(c["source"], str) or not c["source"]:
-        bad("source", "'planted_dictionary', a .npy/.npz path or 'tfds:NAME[:SPLIT]'")
-    if c["planted_config"] not in ("default", "small"):
-        bad("planted_config", "'default' or 'small'")
-    for key in ("npz_key", "data_dir"):
-        if c[key] is not None and not isinstance(c[key], str):
-            bad(key, "None or a string")
-    if not isinstance(c["feature"], str):
-        bad("feature", "a feature name")
-    n_dev = jax.device_count()
-    if n_dev % c["model_axis"]:
-        bad("model_axis", f"a divisor of the {n_dev} devices")
-    if c["d_sae"] % c["model_axis"]:
-        bad("model_axis", f"a divisor of d_sae={c['d_sae']} (latents are split evenly)")
-    data_axis = n_dev // c["model_axis"]
-    if c["batch_size"] % data_axis:
-        bad("batch_size", f"a multiple of the {data_axis} devices on the data axis")
+    # input
+    source: str = option(
+        "planted_dictionary",
+        help="'planted_dictionary', a .npy/.npz path of [rows, dim] floats or 'tfds:NAME[:SPLIT]'",
+    )
+    planted_config: str = option(
+        "default", choices=("default", "small"), help="planted_dictionary config"
+    )
+    npz_key: str | None = option(None, help="array inside a .npz (None: its only array)")
+    feature: str = option("x", help="feature holding the embedding in a TFDS example")
+    # model
+    variant: str = option("topk", help="a name in jaxemb.sae.sae_variants()")
+    d_sae: int = option(512, minimum=1, help="latents")
+    k: int = option(8, minimum=1, help="active latents (MatchingPursuit: its steps)")
+    variant_kwargs: dict = option({}, help="extra constructor arguments, e.g. {'l1_coef': 3.0}")
+    dead_threshold: int | None = option(
+        None, minimum=0, help="tokens without firing before a latent is dead (None: default)"
+    )
+    init_b_dec: str = option(
+        "geometric_median", choices=("geometric_median", "mean", "none"), help="b_dec init"
+    )
+    normalize_input: bool = option(False, help="scale inputs to E||x||^2 = d_in")
+    # training
+    steps: int = option(2000, minimum=1, resumable=True, help="training steps")
+    batch_size: int = option(1024, minimum=1, help="global batch size")
+    lr: float = option(2e-3, positive=True, help="Adam learning rate")
+    lr_warmup: int = option(100, minimum=0, help="linear warm-up steps")
+    model_axis: int = option(1, minimum=1, help="> 1 shards the latents over a model axis")
+    ckpt_every: int = option(500, minimum=1, resumable=True, help="checkpoint interval (steps)")
+    keep_checkpoints: int = option(2, minimum=1, resumable=True, help="checkpoints kept")
+    log_every: int = option(50, minimum=1, resumable=True, help="metrics interval (steps)")
+    # evaluation and report
+    eval_rows: int = option(8192, minimum=1, resumable=True, help="rows evaluated")
+    top_latents: int = option(8, minimum=1, resumable=True, help="latents in the report")
+    top_n: int = option(8, minimum=1, resumable=True, help="top examples per latent")
+    families: bool = option(True, resumable=True, help="feature families when d_sae <= 4096")
+    family_threshold: float = option(
+        0.5, minimum=0, maximum=1, resumable=True, help="family edge threshold"
+    )
+
+    def check(self) -> None:
+        variants = sae.sae_variants()
+        if self.variant not in variants:
+            raise self.invalid("variant", f"one of {sorted(variants)}")
+        if self.k > self.d_sae:
+            raise self.invalid("k", f"at most d_sae={self.d_sae}")
+        if not self.source:
+            raise self.invalid("source", "'planted_dictionary', a .npy/.npz path or 'tfds:NAME'")
+        n_dev = jax.device_count()
+        if n_dev % self.model_axis:
+            raise self.invalid("model_axis", f"a divisor of the {n_dev} devices")
+        if self.d_sae % self.model_axis:
+            raise self.invalid(
+                "model_axis", f"a divisor of d_sae={self.d_sae} (latents are split evenly)"
+            )
+        data_axis = n_dev // self.model_axis
+        if self.batch_size % data_axis:
+            raise self.invalid("batch_size", f"a multiple of the {data_axis} data-axis devices")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,38 +135,38 @@ def _validate_config(c: dict[str, Any]) -> None:
 class _Embeddings:
     """Row-indexed access to the training embeddings, whatever their source."""
 
-    def __init__(self, c: dict[str, Any]):
+    def __init__(self, c: TrainSAEConfig):
         self.atoms = None
-        self.name = c["source"]
+        self.name = c.source
         self.feature = "x"
-        source = c["source"]
+        source = c.source
         if source == "planted_dictionary":
             try:
                 arrays = data.load_arrays(
                     "planted_dictionary",
                     "train",
-                    data_dir=c["data_dir"],
-                    config=c["planted_config"],
+                    data_dir=c.data_dir,
+                    config=c.planted_config,
                 )
                 self.atoms = data.planted_dictionary_atoms(
-                    data_dir=c["data_dir"], config=c["planted_config"]
+                    data_dir=c.data_dir, config=c.planted_config
                 )
             except (OSError, ValueError) as e:
                 raise TrainSAEError(
                     f"Could not prepare or read the planted_dictionary dataset: {e} It needs no "
                     "download; point data_dir at a writable directory and run again."
                 ) from e
-            self.name = f"planted_dictionary/{c['planted_config']}"
+            self.name = f"planted_dictionary/{c.planted_config}"
             self._set_columns({"x": arrays["x"]}, source)
         elif source.startswith("tfds:"):
             parts = source[len("tfds:") :].split(":")
             name, split = parts[0], (parts[1] if len(parts) > 1 else "train")
             try:
-                config = c["planted_config"] if name == "planted_dictionary" else None
-                self.columns = data.data_source(name, split, data_dir=c["data_dir"], config=config)
+                config = c.planted_config if name == "planted_dictionary" else None
+                self.columns = data.data_source(name, split, data_dir=c.data_dir, config=config)
             except ValueError as e:
                 raise TrainSAEError(str(e)) from e
-            self.feature = c["feature"]
+            self.feature = c.feature
             if len(self.columns) == 0:
                 raise TrainSAEError(f"The TFDS source {source!r} is empty.")
             first = self.columns[0]
@@ -238,7 +186,7 @@ class _Embeddings:
                     "of a .npy or .npz file holding a [rows, dim] float array."
                 )
             try:
-                array = _open_npy(path) if path.suffix == ".npy" else _open_npz(path, c["npz_key"])
+                array = _open_npy(path) if path.suffix == ".npy" else _open_npz(path, c.npz_key)
             except (OSError, ValueError, zipfile.BadZipFile) as e:
                 if isinstance(e, TrainSAEError):
                     raise
@@ -337,23 +285,23 @@ def _open_npz(path: Path, key: str | None) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def _build_model(c: dict[str, Any], d_in: int) -> nnx.Module:
-    cls = sae.sae_variants()[c["variant"]]
+def _build_model(c: TrainSAEConfig, d_in: int) -> nnx.Module:
+    cls = sae.sae_variants()[c.variant]
     params = inspect.signature(cls.__init__).parameters
     kwargs: dict[str, Any] = {}
     if "k" in params:
-        kwargs["k"] = c["k"]
+        kwargs["k"] = c.k
     if "n_steps" in params:
-        kwargs["n_steps"] = c["k"]
+        kwargs["n_steps"] = c.k
     if "group_sizes" in params:  # Matryoshka: nested prefixes doubling in size
-        sizes, rest = [], c["d_sae"]
-        while rest > c["d_sae"] // 8 and len(sizes) < 3:
+        sizes, rest = [], c.d_sae
+        while rest > c.d_sae // 8 and len(sizes) < 3:
             sizes.append(rest - rest // 2)
             rest //= 2
         kwargs["group_sizes"] = ((rest,) if rest else ()) + tuple(reversed(sizes))
-    if c["dead_threshold"] is not None and "dead_threshold" in params:
-        kwargs["dead_threshold"] = c["dead_threshold"]
-    kwargs.update(c["variant_kwargs"])
+    if c.dead_threshold is not None and "dead_threshold" in params:
+        kwargs["dead_threshold"] = c.dead_threshold
+    kwargs.update(c.variant_kwargs)
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise TrainSAEError(
@@ -361,7 +309,7 @@ def _build_model(c: dict[str, Any], d_in: int) -> nnx.Module:
             f"{sorted(p for p in params if p not in ('self', 'rngs'))}."
         )
     try:
-        return cls(d_in, c["d_sae"], rngs=nnx.Rngs(c["seed"]), **kwargs)
+        return cls(d_in, c.d_sae, rngs=nnx.Rngs(c.seed), **kwargs)
     except (TypeError, ValueError) as e:
         raise TrainSAEError(f"Cannot build {cls.__name__} with {kwargs}: {e}") from e
 
@@ -395,8 +343,8 @@ def _sync(model: nnx.Module, state: Any) -> None:
         nnx.update(model, state.params)
 
 
-def _train(c: dict[str, Any], workdir: Path, emb: _Embeddings, mesh) -> tuple[nnx.Module, dict]:
-    rng = np.random.default_rng(c["seed"])
+def _train(c: TrainSAEConfig, workdir: Path, emb: _Embeddings, mesh) -> tuple[nnx.Module, dict]:
+    rng = np.random.default_rng(c.seed)
     sample_idx = np.sort(rng.choice(emb.n, size=min(emb.n, 8192), replace=False))
     sample = emb.rows(sample_idx)
     # Rows with NaN/Inf stay out of the initialisation sample; the batch that holds them stops
@@ -410,44 +358,36 @@ def _train(c: dict[str, Any], workdir: Path, emb: _Embeddings, mesh) -> tuple[nn
 
     # Model and optimizer.
     model = _build_model(c, emb.d_in)
-    if c["init_b_dec"] != "none":
-        sae.init_b_dec(model, jnp.asarray(sample), method=c["init_b_dec"])
-    if c["normalize_input"]:
+    if c.init_b_dec != "none":
+        sae.init_b_dec(model, jnp.asarray(sample), method=c.init_b_dec)
+    if c.normalize_input:
         fit = getattr(sae, "fit_input_norm", None)
         if fit is None:
             raise TrainSAEError("normalize_input=True needs jaxemb.sae.fit_input_norm.")
         fit(model, jnp.asarray(sample))
-    schedule = optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, c["lr"], max(c["lr_warmup"], 1)),
-            optax.constant_schedule(c["lr"]),
-        ],
-        [max(c["lr_warmup"], 1)],
-    )
+    total = max(c.steps, c.lr_warmup)  # a run shorter than its warm-up stays in it
+    schedule = sae.lr_schedule(c.lr, total_steps=total, warmup_steps=c.lr_warmup)
     train_step, state = sae.make_train_step(model, optax.adam(schedule))
 
     # Sharding: replicated, or latents split over the "model" axis.
-    if c["model_axis"] > 1:
-        spec = _latent_sharding(mesh, emb.d_in, c["d_sae"])
+    if c.model_axis > 1:
+        spec = _latent_sharding(mesh, emb.d_in, c.d_sae)
         state = jax.tree.map(lambda a: jax.device_put(a, spec(a)), state)
     else:
         state = jax.device_put(state, parallel.replicated(mesh))
 
     # Checkpoint restore (or fresh init).
-    ckpt_config = json.loads(
-        json.dumps({k: v for k, v in c.items() if k not in RESUMABLE_KEYS}, default=str)
-    )
     ckpt = checkpoint.Checkpointer(
         workdir / "checkpoints",
-        save_every=c["ckpt_every"],
-        keep=c["keep_checkpoints"],
-        config=ckpt_config,
+        save_every=c.ckpt_every,
+        keep=c.keep_checkpoints,
+        config=c.record(),
     )
     template = {"train": state, "data_position": np.int64(0)}
     restored, start = experiment.resume(ckpt, template, program="train_sae")
     state = restored["train"]
 
-    pipeline = emb.pipeline(batch_size=c["batch_size"], seed=c["seed"], start_step=start)
+    pipeline = emb.pipeline(batch_size=c.batch_size, seed=c.seed, start_step=start)
 
     def step_fn(state, batch, step):
         x = emb.batch_array(batch)
@@ -455,7 +395,7 @@ def _train(c: dict[str, Any], workdir: Path, emb: _Embeddings, mesh) -> tuple[nn
             last = ckpt.latest_step()
             where = "none was written yet" if last is None else f"the last is step {last}"
             raise TrainSAEError(
-                f"Batch {step} (0-based, of {c['batch_size']} rows) contains NaN or Inf "
+                f"Batch {step} (0-based, of {c.batch_size} rows) contains NaN or Inf "
                 "values; training stopped before using it, so no checkpoint holds it "
                 f"({where}). Clean the input embeddings and run again; the run resumes "
                 "from the last checkpoint."
@@ -469,19 +409,19 @@ def _train(c: dict[str, Any], workdir: Path, emb: _Embeddings, mesh) -> tuple[nn
                 step_fn,
                 state,
                 iter(pipeline),
-                steps=c["steps"],
+                steps=c.steps,
                 start=start,
-                log_every=c["log_every"],
+                log_every=c.log_every,
                 metrics_log=log,
                 checkpointer=ckpt,
                 saveable=lambda state, done: {"train": state, "data_position": np.int64(done)},
-                desc=f"{c['variant']}-sae",
+                desc=f"{c.variant}-sae",
                 show="fvu",
             )
     finally:
         ckpt.close()
     _sync(model, state)
-    timing = {"train_s": time.perf_counter() - t0, "steps_run": max(0, c["steps"] - start)}
+    timing = {"train_s": time.perf_counter() - t0, "steps_run": max(0, c.steps - start)}
     return model, {"history": history, **timing}
 
 
@@ -490,10 +430,10 @@ def _train(c: dict[str, Any], workdir: Path, emb: _Embeddings, mesh) -> tuple[nn
 # ----------------------------------------------------------------------------------------------
 
 
-def _evaluate(c: dict[str, Any], model: nnx.Module, emb: _Embeddings) -> dict[str, Any]:
-    rng = np.random.default_rng(c["seed"] + 1)
-    idx = np.sort(rng.choice(emb.n, size=min(emb.n, c["eval_rows"]), replace=False))
-    d_sae = c["d_sae"]
+def _evaluate(c: TrainSAEConfig, model: nnx.Module, emb: _Embeddings) -> dict[str, Any]:
+    rng = np.random.default_rng(c.seed + 1)
+    idx = np.sort(rng.choice(emb.n, size=min(emb.n, c.eval_rows), replace=False))
+    d_sae = c.d_sae
 
     @nnx.jit
     def forward(m, x):
@@ -541,9 +481,9 @@ def _evaluate(c: dict[str, Any], model: nnx.Module, emb: _Embeddings) -> dict[st
         metrics["mmcs"] = float(np.mean(best))
         metrics["recovered_fraction"] = float(np.mean(best > 0.9))
 
-    values, rows = sae.analysis.top_activating(lambda z: z, codes, d_sae, top_n=c["top_n"])
+    values, rows = sae.analysis.top_activating(lambda z: z, codes, d_sae, top_n=c.top_n)
     values, rows = np.asarray(values), np.asarray(rows)
-    latents = [int(j) for j in np.argsort(-freq, kind="stable") if freq[j] > 0][: c["top_latents"]]
+    latents = [int(j) for j in np.argsort(-freq, kind="stable") if freq[j] > 0][: c.top_latents]
     top = [
         {
             "latent": j,
@@ -554,13 +494,13 @@ def _evaluate(c: dict[str, Any], model: nnx.Module, emb: _Embeddings) -> dict[st
         for j in latents
     ]
     families = []
-    if c["families"] and d_sae <= 4096:
+    if c.families and d_sae <= 4096:
         # O'Neill et al.: spanning tree over co-occurrence normalised by firing counts.
         counts = sae.analysis.cooccurrence(codes, d_sae)
         fam = sae.analysis.feature_families(
             sae.analysis.normalized_cooccurrence(counts),
             frequency=np.asarray(counts).diagonal(),
-            threshold=c["family_threshold"],
+            threshold=c.family_threshold,
         )
         families = [[int(j) for j in f] for f in fam.families]
     return {
@@ -588,8 +528,7 @@ def _dense_code(code: Any, d_sae: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def _write_report(c, workdir: Path, emb: _Embeddings, ev: dict, train: dict, mesh) -> None:
-    plots.save(plots.density_histogram(ev["firing_frequency"]), workdir / "density.png")
+def _write_report(c: TrainSAEConfig, workdir: Path, emb: _Embeddings, ev: dict, train: dict, mesh):
     m = ev["metrics"]
     cols = [
         ("FVU", "fvu", ".4f"),
@@ -600,63 +539,61 @@ def _write_report(c, workdir: Path, emb: _Embeddings, ev: dict, train: dict, mes
     ]
     if "mmcs" in m:
         cols += [("MMCS", "mmcs", ".4f"), ("recovered (cos > 0.9)", "recovered_fraction", ".3f")]
-    cls = sae.sae_variants()[c["variant"]]
+    cls = sae.sae_variants()[c.variant]
     params = inspect.signature(cls.__init__).parameters
-    k_text = f", k={c['k']}" if "k" in params else ""
-    k_text += f", n_steps={c['k']}" if "n_steps" in params else ""
-    lines = [
-        f"# {c['variant']} sparse autoencoder on {emb.name}",
-        "",
-        f"{cls.__name__} with d_in={emb.d_in}, d_sae={c['d_sae']}{k_text}; {c['steps']} steps "
-        f"of batch {c['batch_size']} (lr {c['lr']}) on a "
-        f"{mesh.shape['data']}x{mesh.shape['model']} (data x model) mesh; {emb.n} training rows. "
-        f"Metrics on {m['eval_rows']} rows of the training data.",
-        "",
-        "## Metrics",
-        "",
-        "| " + " | ".join(name for name, _, _ in cols) + " |",
-        "|" + "---:|" * len(cols),
-        "| " + " | ".join(format(m[key], fmt) for _, key, fmt in cols) + " |",
-        "",
-        "## Feature density",
-        "",
-        "![feature density](density.png)",
-        "",
-        "## Top-activating examples",
-        "",
-        f"Row indices (in the training data) of the {c['top_n']} examples that activate the "
-        f"{len(ev['top_examples'])} most frequently firing latents most, with their activations.",
-        "",
-        "| latent | firing frequency | top rows (activation) |",
-        "|---:|---:|---|",
-    ]
-    for t in ev["top_examples"]:
-        cells = ", ".join(f"{r} ({a:.3g})" for r, a in zip(t["rows"], t["activations"]))
-        lines.append(f"| {t['latent']} | {t['frequency']:.4f} | {cells} |")
+    k_text = f", k={c.k}" if "k" in params else ""
+    k_text += f", n_steps={c.k}" if "n_steps" in params else ""
+    report = experiment.Report(workdir, f"{c.variant} sparse autoencoder on {emb.name}")
+    report.text(
+        f"{cls.__name__} with d_in={emb.d_in}, d_sae={c.d_sae}{k_text}; {c.steps} steps of "
+        f"batch {c.batch_size} (lr {c.lr}) on a {mesh.shape['data']}x{mesh.shape['model']} "
+        f"(data x model) mesh; {emb.n} training rows. Metrics on {m['eval_rows']} rows of the "
+        "training data."
+    )
+    report.heading("Metrics")
+    report.table(
+        [name for name, _, _ in cols],
+        [[format(m[key], fmt) for _, key, fmt in cols]],
+        align="r" * len(cols),
+    )
+    report.heading("Feature density")
+    report.figure(plots.density_histogram(ev["firing_frequency"]), "density.png", "feature density")
+    report.heading("Top-activating examples")
+    report.text(
+        f"Row indices (in the training data) of the {c.top_n} examples that activate the "
+        f"{len(ev['top_examples'])} most frequently firing latents most, with their activations."
+    )
+    report.table(
+        ["latent", "firing frequency", "top rows (activation)"],
+        [
+            [
+                t["latent"],
+                f"{t['frequency']:.4f}",
+                ", ".join(f"{r} ({a:.3g})" for r, a in zip(t["rows"], t["activations"])),
+            ]
+            for t in ev["top_examples"]
+        ],
+        align="rrl",
+    )
     if ev["families"]:
-        shown = ev["families"][: c["top_latents"]]
-        lines += [
-            "",
-            "## Feature families",
-            "",
+        shown = ev["families"][: c.top_latents]
+        report.heading("Feature families")
+        report.text(
             f"{len(ev['families'])} families: pieces of the maximum spanning tree over latent "
             "co-occurrence (normalised by each latent's firing count, O'Neill et al. 2024) "
-            f"joined by edges of at least {c['family_threshold']}. The parent is the family's "
-            f"most frequent latent. Largest {len(shown)}:",
-            "",
-            "| parent | size | members |",
-            "|---:|---:|---|",
-        ]
+            f"joined by edges of at least {c.family_threshold}. The parent is the family's "
+            f"most frequent latent. Largest {len(shown)}:"
+        )
+        rows = []
         for f in shown:
             more = f" … (+{len(f) - 17})" if len(f) > 17 else ""
-            lines.append(f"| {f[0]} | {len(f)} | {', '.join(map(str, f[1:17]))}{more} |")
-    lines += [
-        "",
+            rows.append([f[0], len(f), f"{', '.join(map(str, f[1:17]))}{more}"])
+        report.table(["parent", "size", "members"], rows, align="rrl")
+    report.text(
         f"Training: {train['steps_run']} steps this run in {train['train_s']:.1f} s. The SAE is "
-        "saved in the SAELens layout in `sae/` (`jaxemb.sae.load_sae('sae')`).",
-        "",
-    ]
-    (workdir / "report.md").write_text("\n".join(lines))
+        "saved in the SAELens layout in `sae/` (`jaxemb.sae.load_sae('sae')`)."
+    )
+    report.write()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -664,11 +601,13 @@ def _write_report(c, workdir: Path, emb: _Embeddings, ev: dict, train: dict, mes
 # ----------------------------------------------------------------------------------------------
 
 
-def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str, Any]:
+def train_and_evaluate(
+    config: TrainSAEConfig | dict[str, Any], workdir: str | Path
+) -> dict[str, Any]:
     """Trains an SAE, evaluates it and writes the report, metrics and the saved SAE.
 
     Args:
-      config: a config (see :func:`make_config`); unknown keys are rejected.
+      config: a :class:`TrainSAEConfig`, or a dict of overrides of its defaults.
       workdir: output directory; checkpoints go to ``workdir/checkpoints`` and a run resumes
         from them.
 
@@ -676,7 +615,7 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
       The summary written as the last line of ``metrics.jsonl``: the metrics (with MMCS and
       recovered fraction for planted_dictionary), the top-activating examples and timings.
     """
-    c = make_config(dict(config))
+    c = config if isinstance(config, TrainSAEConfig) else TrainSAEConfig.create(config)
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise TrainSAEError(
@@ -684,29 +623,29 @@ def train_and_evaluate(config: dict[str, Any], workdir: str | Path) -> dict[str,
             "new or existing directory path."
         )
     emb = _Embeddings(c)  # input first: bad data fails before anything is written
-    if c["top_latents"] > c["d_sae"]:
-        c["top_latents"] = c["d_sae"]
+    if c.top_latents > c.d_sae:
+        c = c.replace(top_latents=c.d_sae)
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = parallel.make_mesh(data=-1, model=c["model_axis"])
+    mesh = parallel.make_mesh(data=-1, model=c.model_axis)
     model, train = _train(c, workdir, emb, mesh)
     ev = _evaluate(c, model, emb)
     sae.save_sae(workdir / "sae", model, format="saelens")
     _write_report(c, workdir, emb, ev, train, mesh)
     summary = {
         "final": True,
-        "steps": c["steps"],
-        "variant": c["variant"],
+        "steps": c.steps,
+        "variant": c.variant,
         "metrics": ev["metrics"],
         "top_examples": ev["top_examples"],
         "families": ev["families"],
         "timings": {"train_s": train["train_s"], "steps_run": train["steps_run"]},
     }
-    with open(workdir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(summary) + "\n")
+    with experiment.MetricsLog(workdir / "metrics.jsonl") as log:
+        log.write(summary)
     return summary
 
 
-def _summarize(config: dict[str, Any], summary: dict[str, Any], workdir: str, seconds: float):
+def _summarize(config: TrainSAEConfig, summary: dict[str, Any], workdir: str, seconds: float):
     m = summary["metrics"]
     extra = f", recovered {m['recovered_fraction']:.3f}" if "recovered_fraction" in m else ""
     return (
@@ -716,16 +655,14 @@ def _summarize(config: dict[str, Any], summary: dict[str, Any], workdir: str, se
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(
+    return experiment.run_command(
         argv,
+        config_class=TrainSAEConfig,
         program="train_sae",
         description=__doc__.split("\n\n")[0],
-        defaults=DEFAULT_CONFIG,
         default_workdir="runs/train_sae",
-        make_config=make_config,
         train_and_evaluate=train_and_evaluate,
         summarize=_summarize,
-        errors=(TrainSAEError, checkpoint.CheckpointConfigError),
     )
 
 

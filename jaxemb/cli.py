@@ -249,54 +249,39 @@ def _analyze(args: argparse.Namespace) -> int:
             )
 
     # 3. Write: figures, then the report (atomically).
+    from jaxemb.experiment import Report
+
     out = Path(args.out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, fig in figures.items():
-            if fig is not None:
-                plots.save(fig, out / name)
-        lines = [
-            "# Embedding analysis report",
-            "",
-            f"- embeddings: `{args.emb}` — {n} rows × {d} dims",
-        ]
+        report = Report(out, "Embedding analysis report")
+        facts = [f"embeddings: `{args.emb}` — {n} rows × {d} dims"]
         if args.labels is not None:
-            lines.append(f"- labels: `{args.labels}` — {len(classes)} classes")
+            facts.append(f"labels: `{args.labels}` — {len(classes)} classes")
         if args.other is not None:
-            lines.append(f"- other: `{args.other}` — {other.shape[0]} rows × {other.shape[1]} dims")
-        lines += ["", "## Diagnostics", "", "| metric | value | notes |", "|---|---|---|"]
-        lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-        top = ", ".join(_fmt(s) for s in sv[:5])
-        lines += ["", f"Top singular values: {top}.", "", "![spectrum](spectrum.png)", ""]
+            facts.append(f"other: `{args.other}` — {other.shape[0]} rows × {other.shape[1]} dims")
+        report.bullets(facts)
+        report.heading("Diagnostics")
+        report.table(["metric", "value", "notes"], rows, align="lll")
+        report.text(f"Top singular values: {', '.join(_fmt(s) for s in sv[:5])}.")
+        report.figure(figures["spectrum.png"], "spectrum.png", "spectrum")
         if cka_rows:
-            lines += [
-                "## Similarity to `--other`",
-                "",
-                "| metric | value | notes |",
-                "|---|---|---|",
-            ]
-            lines += [f"| {a} | {b} | {c} |" for a, b, c in cka_rows]
-            lines.append("")
+            report.heading("Similarity to `--other`")
+            report.table(["metric", "value", "notes"], cka_rows, align="lll")
         if probe_rows:
-            lines += [
-                "## Probes",
-                "",
+            report.heading("Probes")
+            report.text(
                 "Fixed split: a seeded random permutation holds out "
-                f"{args.test_fraction:.0%} of the rows as the test set (no leave-one-out).",
-                "",
-                "| metric | value | notes |",
-                "|---|---|---|",
-            ]
-            lines += [f"| {a} | {b} | {c} |" for a, b, c in probe_rows]
-            lines.append("")
-            lines += ["## Similarity histogram", "", sim_note or "", ""]
-            if "similarity.png" in figures:
-                lines += ["![similarity](similarity.png)", ""]
+                f"{args.test_fraction:.0%} of the rows as the test set (no leave-one-out)."
+            )
+            report.table(["metric", "value", "notes"], probe_rows, align="lll")
+            report.heading("Similarity histogram")
+            report.text(sim_note or "")
+            if figures.get("similarity.png") is not None:
+                report.figure(figures["similarity.png"], "similarity.png", "similarity")
         if figures.get("projection.png") is not None:
-            lines += ["## 2-D projection (PCA)", "", "![projection](projection.png)", ""]
-        tmp = out / ".report.md.tmp"
-        tmp.write_text("\n".join(lines), encoding="utf-8")
-        os.replace(tmp, out / "report.md")
+            report.heading("2-D projection (PCA)")
+            report.figure(figures["projection.png"], "projection.png", "projection")
+        report.write()
     except OSError as err:
         raise CLIError(f"could not write the report to {out}: {err}") from err
     print(out / "report.md")

@@ -2,4 +2,4 @@
 # The main job: set up the environment, then run the quickstart experiment.
 # Usage: bash scripts/quickstart.sh [--workdir runs/quickstart] [--set key=value ...]
 source "$(dirname "$0")/_env.sh"
-exec .venv/bin/python experiments/quickstart.py "$@"
+exec .venv/bin/python -m experiments.quickstart "$@"

@@ -1,24 +1,10 @@
 """MoCo experiment end to end: within 3 kNN points of the quickstart's SimCLR at equal steps."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("moco_experiment", ROOT / "experiments/moco.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["moco_experiment"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-moco = _load()
+from experiments import moco
 
 
 def test_moco_matches_simclr_knn_at_equal_steps(tmp_path_factory, shared_data_dir):
@@ -26,11 +12,11 @@ def test_moco_matches_simclr_knn_at_equal_steps(tmp_path_factory, shared_data_di
     # same model, data order, schedule and number of steps.
     data_dir = shared_data_dir  # digits prepared once per test run
     workdir = tmp_path_factory.mktemp("moco")
-    config = moco.make_config(
+    config = moco.MocoConfig.create(
         dict(steps=200, batch_size=128, queue_size=512, log_every=50, data_dir=data_dir, devices=2)
     )
     summary = moco.train_and_evaluate(config, workdir)
-    full = config["dims"][-1]
+    full = config.dims[-1]
     knn = summary["knn"]
     assert knn["moco"][full] >= knn["simclr"][full] - 0.03, knn
     assert knn["moco"][full] >= 0.85, knn  # far above chance (0.1)
@@ -51,4 +37,4 @@ def test_moco_matches_simclr_knn_at_equal_steps(tmp_path_factory, shared_data_di
 )
 def test_bad_config_is_refused(overrides, match):
     with pytest.raises(ValueError, match=match):
-        moco.make_config(overrides)
+        moco.MocoConfig.create(overrides)

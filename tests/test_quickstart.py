@@ -1,24 +1,10 @@
 """End-to-end quickstart on a reduced config: learning shows, resume works, bad input is refused."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("quickstart", ROOT / "experiments/quickstart.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["quickstart"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-qs = _load()
+from experiments import quickstart as qs
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +23,7 @@ def test_quickstart_learns_then_resumes_and_guards_its_checkpoints(tmp_path, dat
     # Data-parallel over 2 of the 8 test devices: the same sharded run, faster on 2 cores.
     config = dict(FAST, steps=800, ckpt_every=400, data_dir=data_dir, devices=2)
     config["dims"] = (4, 8, 64)  # the prefixes the assertions read
-    summary = qs.train_and_evaluate(qs.make_config(config), tmp_path)
+    summary = qs.train_and_evaluate(qs.QuickstartConfig.create(config), tmp_path)
     knn = summary["knn"]
     # the learned embedding is strong at full width ...
     assert knn["learned"][64] >= 0.95, knn
@@ -55,21 +41,21 @@ def test_quickstart_learns_then_resumes_and_guards_its_checkpoints(tmp_path, dat
     assert [r["step"] for r in lines if "loss" in r] == list(range(20, 801, 20))
     assert lines[-1]["final"] is True
 
-    again = qs.train_and_evaluate(qs.make_config(config), tmp_path)
+    again = qs.train_and_evaluate(qs.QuickstartConfig.create(config), tmp_path)
     assert again["timings"]["train_steps_run"] == 0
     assert again["knn"] == summary["knn"]
 
     ckpt = tmp_path / "checkpoints"
     before = {p: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
     with pytest.raises(ValueError, match="temperature"):
-        qs.train_and_evaluate(qs.make_config(dict(config, temperature=0.5)), tmp_path)
+        qs.train_and_evaluate(qs.QuickstartConfig.create(dict(config, temperature=0.5)), tmp_path)
     after = {p: p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
     assert before == after
     # the command line turns it into a one-paragraph message and exit code 2
     argv = ["--workdir", str(tmp_path)] + [f"{k}={v!r}" for k, v in config.items()]
     assert qs.main(argv + ["temperature=0.5"]) == 2
 
-    more = qs.train_and_evaluate(qs.make_config(dict(config, steps=820)), tmp_path)
+    more = qs.train_and_evaluate(qs.QuickstartConfig.create(dict(config, steps=820)), tmp_path)
     assert more["timings"]["train_steps_run"] == 20
     # the loss curve covers both runs, without a gap
     steps = [
@@ -104,4 +90,6 @@ def test_unusable_data_dir_is_explained(tmp_path):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     with pytest.raises(qs.QuickstartError, match="data_dir"):
-        qs.train_and_evaluate(qs.make_config(dict(FAST, data_dir=str(not_a_dir))), tmp_path / "w")
+        qs.train_and_evaluate(
+            qs.QuickstartConfig.create(dict(FAST, data_dir=str(not_a_dir))), tmp_path / "w"
+        )

@@ -1,29 +1,15 @@
 """experiments/train_sae.py on tiny configs: report, recovery metrics, saved SAE, resume, errors."""
 
-import importlib.util
 import json
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from experiments import train_sae as ts
 from jaxemb import data, sae
 from jaxemb.checkpoint import CheckpointWarning
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("train_sae", ROOT / "experiments/train_sae.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["train_sae"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ts = _load()
 
 TINY = dict(
     d_sae=32,
@@ -57,7 +43,7 @@ def read_jsonl(path):
 
 def test_planted_run_reports_recovery_saves_and_resumes(tmp_path, data_dir):
     cfg = dict(TINY, planted_config="small", data_dir=data_dir, ckpt_every=20, log_every=10)
-    summary = ts.train_and_evaluate(ts.make_config(dict(cfg, steps=20)), tmp_path)
+    summary = ts.train_and_evaluate(ts.TrainSAEConfig.create(dict(cfg, steps=20)), tmp_path)
     m = summary["metrics"]
     for key in ("fvu", "explained_variance", "l0", "dead_fraction", "mmcs", "recovered_fraction"):
         assert key in m, key
@@ -81,7 +67,7 @@ def test_planted_run_reports_recovery_saves_and_resumes(tmp_path, data_dir):
     assert ("## Feature families" in report) == bool(summary["families"])
 
     # a second run with more steps continues from the step-20 checkpoint
-    again = ts.train_and_evaluate(ts.make_config(dict(cfg, steps=25)), tmp_path)
+    again = ts.train_and_evaluate(ts.TrainSAEConfig.create(dict(cfg, steps=25)), tmp_path)
     assert again["timings"]["steps_run"] == 5
     steps = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "step" in r]
     assert steps == [10, 20, 25]
@@ -104,7 +90,7 @@ def test_nan_batch_stops_with_its_index_and_no_checkpoint(tmp_path):
     x[row, 5] = np.nan
     path = tmp_path / "emb.npy"
     np.save(path, x)
-    cfg = ts.make_config(dict(TINY, source=str(path), steps=40, ckpt_every=1))
+    cfg = ts.TrainSAEConfig.create(dict(TINY, source=str(path), steps=40, ckpt_every=1))
     with pytest.raises(ValueError, match=r"Batch 1 \(0-based"):
         ts.train_and_evaluate(cfg, tmp_path / "run")
     ckpts = [p.name for p in (tmp_path / "run/checkpoints").iterdir() if p.name[0].isdigit()]
@@ -116,19 +102,21 @@ def test_npy_is_memory_mapped_and_npz_key(tmp_path):
     x = np.arange(60, dtype=np.float32).reshape(20, 3)
     np.save(tmp_path / "a.npy", x)
     np.savez(tmp_path / "b.npz", emb=x, other=x[:2])
-    emb = ts._Embeddings(ts.make_config(dict(source=str(tmp_path / "a.npy"))))
+    emb = ts._Embeddings(ts.TrainSAEConfig.create(dict(source=str(tmp_path / "a.npy"))))
     assert isinstance(emb.columns["x"], np.memmap) and (emb.n, emb.d_in) == (20, 3)
     np.testing.assert_array_equal(emb.rows(np.array([3, 7])), x[[3, 7]])
-    emb = ts._Embeddings(ts.make_config(dict(source=str(tmp_path / "b.npz"), npz_key="emb")))
+    emb = ts._Embeddings(
+        ts.TrainSAEConfig.create(dict(source=str(tmp_path / "b.npz"), npz_key="emb"))
+    )
     assert isinstance(emb.columns["x"], np.memmap)
     np.testing.assert_array_equal(emb.rows(np.array([0, 19])), x[[0, 19]])
     with pytest.raises(ValueError, match=r"holds the arrays \['emb', 'other'\]; pass npz_key"):
-        ts._Embeddings(ts.make_config(dict(source=str(tmp_path / "b.npz"))))
+        ts._Embeddings(ts.TrainSAEConfig.create(dict(source=str(tmp_path / "b.npz"))))
 
 
 def test_tfds_source_reads_the_feature(data_dir):
     emb = ts._Embeddings(
-        ts.make_config(
+        ts.TrainSAEConfig.create(
             dict(source="tfds:planted_dictionary:test", planted_config="small", data_dir=data_dir)
         )
     )
@@ -139,7 +127,7 @@ def test_tfds_source_reads_the_feature(data_dir):
     assert emb.batch_array(batch).shape == (8, 16)
     with pytest.raises(ValueError, match="no feature 'emb'; its features are"):
         ts._Embeddings(
-            ts.make_config(
+            ts.TrainSAEConfig.create(
                 dict(
                     source="tfds:planted_dictionary:test",
                     planted_config="small",
@@ -161,9 +149,9 @@ def test_wrong_rank_file_and_unknown_key_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Unknown config key 'stepz'" in err
     with pytest.raises(ValueError, match=r"k=40.*at most d_sae=32"):
-        ts.make_config(dict(d_sae=32, k=40))
+        ts.TrainSAEConfig.create(dict(d_sae=32, k=40))
     with pytest.raises(ValueError, match="variant='sparse'"):
-        ts.make_config(dict(variant="sparse"))
+        ts.TrainSAEConfig.create(dict(variant="sparse"))
 
 
 def test_divergence_stops_the_run_and_damaged_steps_are_skipped(tmp_path, capsys):

@@ -307,9 +307,12 @@ def _mine(spec: _Spec, embed, anchor_embeddings, corpus_embeddings, mesh, verbos
                 f"(e.g. {missing[0]!r:.60}); add them to corpus (with their embeddings) or pass "
                 "embed to embed them"
             )
-        c_emb = np.zeros((n_corpus, given.shape[1]), np.float32)
-        have = [i for i, t in enumerate(corpus_list) if t in first]
-        c_emb[have] = given[[first[corpus_list[i]] for i in have]]
+        if len(first) == len(base) and not missing:  # corpus_list is base itself
+            c_emb = given
+        else:
+            c_emb = np.zeros((n_corpus, given.shape[1]), np.float32)
+            have = [i for i, t in enumerate(corpus_list) if t in first]
+            c_emb[have] = given[[first[corpus_list[i]] for i in have]]
         if missing:
             extra = _embed(embed, missing, batch_size, "Embedding positives", verbose)
             if extra.shape[1] != given.shape[1]:
@@ -338,10 +341,7 @@ def _mine(spec: _Spec, embed, anchor_embeddings, corpus_embeddings, mesh, verbos
         raise ValueError(
             f"anchor embeddings have width {q_emb.shape[1]} but corpus embeddings {c_emb.shape[1]}"
         )
-    if similarity == "cosine":
-        q_emb = q_emb / np.maximum(np.linalg.norm(q_emb, axis=1, keepdims=True), 1e-12)
-        c_emb = c_emb / np.maximum(np.linalg.norm(c_emb, axis=1, keepdims=True), 1e-12)
-
+    # "cosine": the search normalises rows on the fly (eps 1e-12, as torch's normalize)
     # ---- search: the best candidate_count corpus rows of every query ----
     candidate_count = range_max + max_positives + 1
     k = min(candidate_count, n_corpus)
@@ -353,7 +353,12 @@ def _mine(spec: _Spec, embed, anchor_embeddings, corpus_embeddings, mesh, verbos
         disable=not verbose or n_queries <= search_batch_size,
     ):
         s, idx = search(
-            q_emb[i : i + search_batch_size], c_emb, k, metric="dot", mesh=mesh, check_finite=False
+            q_emb[i : i + search_batch_size],
+            c_emb,
+            k,
+            metric=similarity,
+            mesh=mesh,
+            check_finite=False,
         )
         scores[i : i + search_batch_size, :k] = np.asarray(s)
         indices[i : i + search_batch_size, :k] = np.asarray(idx)
@@ -374,7 +379,11 @@ def _mine(spec: _Spec, embed, anchor_embeddings, corpus_embeddings, mesh, verbos
     pair_doc = np.array([d for row in positive_indices for d in row])
     pair_anchor = [queries[q] for q in pair_query]
     pair_positive = [corpus_list[d] for d in pair_doc]
-    positive_scores = np.einsum("ij,ij->i", q_emb[pair_query], c_emb[pair_doc]).astype(np.float32)
+    pq, pd = q_emb[pair_query], c_emb[pair_doc]
+    if similarity == "cosine":
+        pq = pq / np.maximum(np.linalg.norm(pq, axis=1, keepdims=True), 1e-12)
+        pd = pd / np.maximum(np.linalg.norm(pd, axis=1, keepdims=True), 1e-12)
+    positive_scores = np.einsum("ij,ij->i", pq, pd).astype(np.float32)
 
     # ---- filters ----
     scores[indices == -1] = -np.inf
