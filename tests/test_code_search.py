@@ -5,6 +5,7 @@ Every example is checked against the standard library itself (re-imported and re
 against BERT's basic tokenization of ASCII text written again with ``re``.
 """
 
+import ast
 import hashlib
 import importlib
 import inspect
@@ -99,9 +100,14 @@ def test_every_example_is_a_docstring_summary_and_source_of_the_named_function(s
             code = inspect.unwrap(func).__code__
             frozen_name = code.co_filename.removeprefix("<frozen ").removesuffix(">")
             assert frozen_name in (module.__name__, "_collections_abc"), ex["name"]
-            n = len(ex["code"].splitlines())
             lines = linecache.getlines(sys.modules[frozen_name].__file__)
-            source = "".join(lines[code.co_firstlineno - 1 : code.co_firstlineno - 1 + n])
+            node = next(
+                n
+                for n in ast.walk(ast.parse("".join(lines)))
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and (n.decorator_list[0] if n.decorator_list else n).lineno == code.co_firstlineno
+            )
+            source = "".join(lines[code.co_firstlineno - 1 : node.end_lineno])
         expected = textwrap.dedent(source)
         indent = re.match(r"[ \t]*", expected).group()
         if indent:  # a string literal indented less than the def: strip the def's indentation
@@ -109,7 +115,25 @@ def test_every_example_is_a_docstring_summary_and_source_of_the_named_function(s
                 line.removeprefix(indent) for line in expected.splitlines(keepends=True)
             )
             n_reindented += 1
-        assert ex["code"] == expected, ex["name"]
+        # the docstring statement (the query's source) is left out, nothing else; a docstring
+        # set by assignment (e.g. base64's b32decode.__doc__ = ...) is not in the block
+        func_node = next(
+            n
+            for n in ast.parse(expected).body
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        )
+        first = func_node.body[0]
+        has_doc = isinstance(first, ast.Expr) and isinstance(
+            getattr(first, "value", None), ast.Constant
+        )
+        has_doc = has_doc and isinstance(first.value.value, str)
+        lo, hi = (first.lineno, first.end_lineno) if has_doc else (0, -1)
+        kept = [
+            line
+            for i, line in enumerate(expected.splitlines(keepends=True), start=1)
+            if not lo <= i <= hi
+        ]
+        assert ex["code"] == "".join(kept), ex["name"]
         compile(ex["code"], ex["name"], "exec")  # a standalone, dedented block
     assert frozen > 50  # os, posixpath, codecs... are frozen in CPython 3.11+ yet included
     assert n_reindented < 0.02 * len(examples)
@@ -195,7 +219,7 @@ def _bert_words(text):
 
 
 def test_tokenizer_layout_and_round_trip(tokenizer, splits):
-    assert tokenizer.get_vocab_size() == 8000
+    assert 7000 < tokenizer.get_vocab_size() <= 8000  # as many pieces as the corpus yields
     assert [tokenizer.token_to_id(t) for t in SPECIALS] == [0, 1, 2, 3, 4]
     enc = tokenizer.encode("Return the sum of a and b.")
     assert enc.tokens == ["[CLS]", "return", "the", "sum", "of", "a", "and", "b", ".", "[SEP]"]
@@ -230,8 +254,8 @@ def test_tokenizer_layout_and_round_trip(tokenizer, splits):
 def test_rebuild_is_deterministic(tokenizer, data_dir, tmp_path):
     del tokenizer  # the first preparation is done
     data.data_source("python_code_search", "test", data_dir=tmp_path)
-    first = data_dir / "python_code_search" / "1.0.0"
-    second = tmp_path / "python_code_search" / "1.0.0"
+    first = data_dir / "python_code_search" / "2.0.0"
+    second = tmp_path / "python_code_search" / "2.0.0"
     files = sorted(p.name for p in first.iterdir() if "array_record" in p.name) + [
         "tokenizer.json",
         "metadata.json",

@@ -6,6 +6,7 @@ download; a WordPiece tokenizer trained on its train split is saved next to it.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import importlib
@@ -74,7 +75,9 @@ source (from the module's file when the module is frozen).
 Features (all text): `query`, the first paragraph of `inspect.getdoc`, whitespace-collapsed
 (at least {MIN_QUERY_WORDS} words); `code`, `inspect.getsource` dedented (`textwrap.dedent`, or
 the `def` line's indentation removed from the lines that start with it when a string literal
-is indented less); `module`, the top-level module name; `name`, the qualified name
+is indented less) and without the docstring statement, which the query comes from (as
+CodeSearchNet separates them; functions with nothing else in their body are not kept);
+`module`, the top-level module name; `name`, the qualified name
 `<defining module>.<qualname>`, e.g. `json.decoder.JSONDecoder.decode`.
 
 Deduplication and order: examples are sorted by `name`; an example whose code equals an earlier
@@ -191,6 +194,46 @@ def dedent_source(source: str) -> str:
     )
 
 
+def strip_docstring(code: str) -> str | None:
+    r"""``code`` (a dedented ``def`` block) without its docstring statement, as CodeSearchNet
+    separates the two; ``None`` when nothing but the docstring (or ``pass`` / ``...``) would be
+    left in the body, or when the block does not parse.
+
+    Examples:
+      >>> from jaxemb.data._code_search import strip_docstring
+      >>> print(strip_docstring("def f(x):\n    'Twice x.'\n    return 2 * x\n"), end="")
+      def f(x):
+          return 2 * x
+    """
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    funcs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if not funcs:
+        return None
+    body = funcs[0].body
+    first = body[0]
+    if not (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
+        return code
+    rest = body[1:]
+    if not rest or all(
+        isinstance(n, ast.Pass)
+        or (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and n.value.value is ...)
+        for n in rest
+    ):
+        return None
+    lines = code.splitlines(keepends=True)
+    start, end = first.lineno - 1, first.end_lineno  # the docstring's own lines
+    if lines[start][: first.col_offset].strip() or lines[end - 1][first.end_col_offset :].strip():
+        return None  # shares a line with other code: no clean cut
+    return "".join(lines[:start] + lines[end:])
+
+
 def _example(func, qualname: str, module: types.ModuleType, stdlib: str):
     if not inspect.isfunction(func) or func.__module__ != module.__name__:
         return None
@@ -205,9 +248,12 @@ def _example(func, qualname: str, module: types.ModuleType, stdlib: str):
     source = _source(func, stdlib)
     if not source or not source.strip():
         return None
+    code = strip_docstring(dedent_source(source))
+    if code is None:
+        return None
     example = {
         "query": query,
-        "code": dedent_source(source),
+        "code": code,
         "module": module.__name__.split(".")[0],
         "name": f"{module.__name__}.{qualname}",
     }
@@ -418,8 +464,8 @@ def python_code_search_tokenizer(data_dir=None):
       >>> import tempfile
       >>> from jaxemb import data
       >>> tok = data.python_code_search_tokenizer(data_dir=tempfile.mkdtemp())
-      >>> tok.get_vocab_size(), tok.token_to_id("[PAD]"), tok.token_to_id("[CLS]")
-      (8000, 0, 2)
+      >>> tok.get_vocab_size() <= 8000, tok.token_to_id("[PAD]"), tok.token_to_id("[CLS]")
+      (True, 0, 2)
       >>> tok.encode("Return the sum of a and b.").tokens
       ['[CLS]', 'return', 'the', 'sum', 'of', 'a', 'and', 'b', '.', '[SEP]']
 
@@ -465,11 +511,15 @@ class PythonCodeSearch(tfds.core.GeneratorBasedBuilder):
       Husain et al. (2019), "CodeSearchNet Challenge" (the task and pair construction).
     """
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("2.0.0")
     # TFDS derives code_path from the package with `importlib_resources`, which is not a
     # dependency of TFDS and may be missing; pointing it at this file avoids that import.
     code_path = epath.Path(__file__)
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "2.0.0": "code without its docstring (the query came from it); functions whose body is "
+        "only a docstring (and pass / ...) are dropped.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
