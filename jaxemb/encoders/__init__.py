@@ -1,5 +1,7 @@
 """Encoders that turn inputs into embeddings, and heads on top of them (see encoders.md)."""
 
+from jaxemb.encoders._export import save_hf_encoder as save_hf_encoder
+from jaxemb.encoders._export import save_sentence_transformer as save_sentence_transformer
 from jaxemb.encoders._heads import L2Normalize as L2Normalize
 from jaxemb.encoders._heads import MatryoshkaHead as MatryoshkaHead
 from jaxemb.encoders._heads import ProjectionHead as ProjectionHead
@@ -56,4 +58,6 @@ __all__ = [
     "param_shardings",
     "pool",
     "regular_simplex",
+    "save_hf_encoder",
+    "save_sentence_transformer",
 ]

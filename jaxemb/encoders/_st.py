@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +111,16 @@ class Embedder:
     with :mod:`jaxemb.losses`; ``encode`` tokenises, batches (sorted by length, as
     sentence-transformers does), shards each batch over the local devices and returns NumPy.
 
+    Prompts follow ``SentenceTransformer``: ``prompts`` maps names to prefixes, the
+    ``default_prompt_name`` one (if any) is prepended when ``encode`` gets neither ``prompt`` nor
+    ``prompt_name``, and with ``include_prompt=False`` (from the Pooling config) the prompt's
+    tokens are left out of pooling. ``encode_query`` / ``encode_document`` pick the model's
+    query / document prompts; ``encode_queries`` / ``encode_corpus`` are the BEIR interface.
+
     Attributes:
       encoder: the :class:`TransformerEncoder` (eval mode).
+      prompts: ``{name: prefix}`` as in ``config_sentence_transformers.json``.
+      default_prompt_name: the prompt applied by default, or ``None``.
       tokenizer: the ``tokenizers.Tokenizer`` (truncation to ``max_seq_length``).
       pooling: the :func:`~jaxemb.encoders.pool` methods, concatenated in order.
       params: ``{"encoder": nnx.State, "dense": [{"kernel" [in, out], "bias" [out]?, ...}]}``.
@@ -131,7 +139,8 @@ class Embedder:
         dense: Sequence[tuple[dict[str, np.ndarray], str, str]] = (),
         normalize: bool = False,
         max_seq_length: int | None = None,
-        prompt: str | None = None,
+        prompts: Mapping[str, str] | None = None,
+        default_prompt_name: str | None = None,
         include_prompt: bool = True,
         lowercase: bool = False,
     ):
@@ -146,7 +155,17 @@ class Embedder:
         self.normalize = bool(normalize)
         cap = encoder.config.max_positions
         self.max_seq_length = cap if max_seq_length is None else min(int(max_seq_length), cap)
-        self.prompt = prompt
+        prompts = dict(prompts or {})
+        for name, text in prompts.items():
+            if not isinstance(name, str) or not isinstance(text, str):
+                raise ValueError(f"prompts must map names to strings; got {name!r}: {text!r}")
+        if default_prompt_name is not None and default_prompt_name not in prompts:
+            raise ValueError(
+                f"default_prompt_name {default_prompt_name!r} is not one of the prompts "
+                f"{sorted(prompts)}"
+            )
+        self.prompts = prompts
+        self.default_prompt_name = default_prompt_name
         self.include_prompt = include_prompt
         self.lowercase = bool(lowercase)
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
@@ -197,39 +216,88 @@ class Embedder:
 
     # -- text in, NumPy out --------------------------------------------------------------------
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Token ids and masks ``[B, T]``; ``T`` is the longest (truncated) input in ``texts``."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        length = max(len(e.ids) for e in encodings)
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int | None = None,
+        pad_to: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Token ids and masks ``[B, T]`` (int32), as sentence-transformers tokenises.
+
+        Args:
+          texts: the texts (prompts already prepended).
+          max_length: truncate to this many tokens, special tokens included (default and
+            maximum: ``max_seq_length``).
+          pad_to: pad every row to exactly this length (fixed shapes for a training step);
+            default: the longest (truncated) input.
+        """
+        cap = (
+            self.max_seq_length if max_length is None else min(int(max_length), self.max_seq_length)
+        )
+        if cap != self.max_seq_length:
+            tok = Tokenizer.from_str(self.tokenizer.to_str())
+            tok.enable_truncation(cap)
+        else:
+            tok = self.tokenizer
+        encodings = tok.encode_batch(list(texts))
+        length = max(len(e.ids) for e in encodings) if pad_to is None else int(pad_to)
         ids = np.full((len(encodings), length), self.pad_id, np.int32)
         mask = np.zeros((len(encodings), length), np.int32)
         for row, e in enumerate(encodings):
-            ids[row, : len(e.ids)] = e.ids
-            mask[row, : len(e.ids)] = 1
+            n = min(len(e.ids), length)
+            ids[row, :n] = e.ids[:n]
+            mask[row, :n] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
-    def _prompt_length(self) -> int:
+    def _prompt_length(self, prompt: str) -> int:
         # As sentence-transformers: the prompt's token count without the closing special token.
-        return len(self.tokenizer.encode(self.prompt).ids) - 1
+        return len(self.tokenizer.encode(prompt).ids) - 1
+
+    def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        """The prefix ``encode`` applies: ``prompt`` if given, else ``prompts[prompt_name]``, else
+        the default prompt, else ``""`` (``SentenceTransformer.encode``'s rule)."""
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise ValueError(f"prompt must be a str; got {type(prompt).__name__}")
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise ValueError(
+                    f"prompt_name {prompt_name!r} is not one of the model's prompts "
+                    f"{sorted(self.prompts)}"
+                )
+            return self.prompts[prompt_name]
+        if self.default_prompt_name is not None:
+            return self.prompts[self.default_prompt_name]
+        return ""
 
     def encode(
         self,
         texts: Sequence[str],
         *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
         batch_size: int = 32,
         normalize: bool | None = None,
         show_progress: bool = False,
+        params: Any = None,
     ) -> np.ndarray:
         """Embed ``texts`` like ``SentenceTransformer.encode``; returns ``[N, dim]`` float32.
 
         Args:
           texts: non-empty sequence of strings.
+          prompt_name: one of :attr:`prompts`, prepended to every text.
+          prompt: a prefix to prepend (wins over ``prompt_name``); ``None`` with no
+            ``prompt_name`` applies the default prompt, if the model has one.
           batch_size: texts per forward pass (padded up to a multiple of the local devices, over
             which each batch is sharded).
           normalize: ``None`` follows the pipeline (its Normalize module, if any); ``True``
             L2-normalises the output (like ``normalize_embeddings=True``); ``False`` returns the
             output without the final normalisation.
           show_progress: show a tqdm progress bar.
+          params: parameters to embed with (structure of :attr:`params`; e.g. during
+            fine-tuning); default :attr:`params`.
 
         Returns:
           ``[len(texts), dim]`` float32 NumPy array.
@@ -247,20 +315,23 @@ class Embedder:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
         if normalize not in (None, True, False):
             raise ValueError(f"normalize must be None, True or False; got {normalize!r}")
+        prefix = self.resolve_prompt(prompt_name, prompt)
         texts = list(texts)
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        if self.prompt:
-            texts = [self.prompt + t for t in texts]
+        if prefix:
+            texts = [prefix + t for t in texts]
         devices = jax.local_devices()
         mesh = Mesh(np.asarray(devices), ("data",))
         rows = NamedSharding(mesh, PartitionSpec("data"))
         per_call = math.ceil(batch_size / len(devices)) * len(devices)
-        params = jax.device_put(self.params, NamedSharding(mesh, PartitionSpec()))
+        params = jax.device_put(
+            self.params if params is None else params, NamedSharding(mesh, PartitionSpec())
+        )
         lengths = [len(t) for t in texts]
         order = np.argsort(-np.asarray(lengths), kind="stable")
         out = np.zeros((len(texts), self.dim), np.float32)
-        prompt_len = self._prompt_length() if self.prompt and not self.include_prompt else 0
+        prompt_len = self._prompt_length(prefix) if prefix and not self.include_prompt else 0
         want_norm = self.normalize if normalize is None else normalize
         for start in tqdm(
             range(0, len(texts), batch_size), disable=not show_progress, desc="embed", unit="batch"
@@ -285,6 +356,54 @@ class Embedder:
             out[chunk] = np.asarray(emb)[: len(chunk)]
         return out
 
+    # -- asymmetric retrieval ------------------------------------------------------------------
+
+    def _role_prompt(self, names: Sequence[str]) -> str | None:
+        for name in names:
+            if name in self.prompts:
+                return name
+        return None
+
+    def encode_query(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        """``encode`` with the model's ``"query"`` prompt (if it has one), as
+        ``SentenceTransformer.encode_query``; keyword arguments as for :meth:`encode`."""
+        if "prompt" not in kwargs and "prompt_name" not in kwargs:
+            kwargs["prompt_name"] = self._role_prompt(("query",))
+        return self.encode(texts, **kwargs)
+
+    def encode_document(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        """``encode`` with the model's document prompt — the first of ``"document"``,
+        ``"passage"``, ``"corpus"`` it has — as ``SentenceTransformer.encode_document``."""
+        if "prompt" not in kwargs and "prompt_name" not in kwargs:
+            kwargs["prompt_name"] = self._role_prompt(("document", "passage", "corpus"))
+        return self.encode(texts, **kwargs)
+
+    def encode_queries(
+        self, queries: Sequence[str], *, batch_size: int = 32, **kwargs
+    ) -> np.ndarray:
+        """BEIR's model interface: :meth:`encode_query` of a list of query strings."""
+        return self.encode_query(queries, batch_size=batch_size, **kwargs)
+
+    def encode_corpus(
+        self, corpus: Sequence[Mapping[str, str]], *, batch_size: int = 32, **kwargs
+    ) -> np.ndarray:
+        """BEIR's model interface: documents ``{"title": ..., "text": ...}`` embedded as
+        ``(title + " " + text).strip()`` (BEIR's ``SentenceBERT`` joins them with a space) with
+        :meth:`encode_document`."""
+        if isinstance(corpus, Mapping) or not isinstance(corpus, Sequence):
+            raise ValueError(
+                f"corpus must be a list of {{'title', 'text'}} dicts; got {type(corpus).__name__}"
+            )
+        texts = []
+        for i, doc in enumerate(corpus):
+            if not isinstance(doc, Mapping) or not isinstance(doc.get("text", ""), str):
+                raise ValueError(
+                    f"corpus[{i}] must be a dict with a 'text' string; got {doc!r:.80}"
+                )
+            title = doc.get("title") or ""
+            texts.append(f"{title} {doc.get('text', '')}".strip())
+        return self.encode_document(texts, batch_size=batch_size, **kwargs)
+
 
 def load_sentence_transformer(path: str | Path) -> Embedder:
     """Load a sentence-transformers model directory as a JAX :class:`Embedder` (no torch).
@@ -296,9 +415,9 @@ def load_sentence_transformer(path: str | Path) -> Embedder:
     ``sentence_transformers.base.modules.*`` / ``sentence_transformer.modules.*``, Transformer
     at the root, Pooling config ``{embedding_dimension, pooling_mode}``). Dense weights come from
     each Dense directory's ``model.safetensors`` (``linear.weight [out, in]``, ``linear.bias``).
-    A default prompt from ``config_sentence_transformers.json`` is prepended as
-    ``SentenceTransformer.encode`` does, and excluded from pooling when the Pooling config says
-    ``include_prompt: false``.
+    The prompts and default prompt of ``config_sentence_transformers.json`` are kept; the
+    default prompt is prepended as ``SentenceTransformer.encode`` does, and prompts are excluded
+    from pooling when the Pooling config says ``include_prompt: false``.
 
     Inputs longer than ``max_seq_length`` are truncated (special tokens kept), and
     ``max_seq_length`` never exceeds the checkpoint's position table.
@@ -429,16 +548,19 @@ def load_sentence_transformer(path: str | Path) -> Embedder:
         dense.append((p, act, residual))
         in_width = dout
 
-    prompt, include_prompt = None, bool(pool_cfg.get("include_prompt", True))
+    prompts, default_name = {}, None
+    include_prompt = bool(pool_cfg.get("include_prompt", True))
     model_cfg_path = directory / "config_sentence_transformers.json"
     if model_cfg_path.is_file():
         model_cfg = _read_json(model_cfg_path, "config_sentence_transformers")
-        name = model_cfg.get("default_prompt_name")
-        if name:
-            prompts = model_cfg.get("prompts") or {}
-            if name not in prompts:
-                raise ValueError(f"{model_cfg_path}: default prompt {name!r} not in prompts")
-            prompt = prompts[name]
+        prompts = model_cfg.get("prompts") or {}
+        if not isinstance(prompts, dict) or not all(
+            isinstance(k, str) and isinstance(t, str) for k, t in prompts.items()
+        ):
+            raise ValueError(f"{model_cfg_path}: prompts must map names to strings")
+        default_name = model_cfg.get("default_prompt_name") or None
+        if default_name is not None and default_name not in prompts:
+            raise ValueError(f"{model_cfg_path}: default prompt {default_name!r} not in prompts")
     return Embedder(
         encoder,
         tokenizer,
@@ -446,7 +568,8 @@ def load_sentence_transformer(path: str | Path) -> Embedder:
         dense=dense,
         normalize=kinds[-1] == "Normalize",
         max_seq_length=max_len,
-        prompt=prompt,
+        prompts=prompts,
+        default_prompt_name=default_name,
         include_prompt=include_prompt,
         lowercase=bool(st_cfg.get("do_lower_case", False)),
     )
