@@ -242,6 +242,36 @@ def test_precomputed_embeddings_equal_embedding_the_texts(mesh8):
     _assert_columns_equal(sharded, want)
 
 
+def test_two_sided_embedder_embeds_anchors_as_queries_and_corpus_as_documents():
+    """An object with encode_query / encode_document (an Embedder) is used role by role."""
+    shift = np.linspace(-1.0, 1.0, 8).astype(np.float32)
+
+    class TwoSided:
+        def encode_query(self, texts):
+            return embed(texts) + shift  # as a query prompt would move the anchors
+
+        def encode_document(self, texts):
+            return embed(texts)
+
+    got = mine_hard_negatives(
+        ANCHORS, POSITIVES, corpus=CORPUS, embed=TwoSided(), output_scores=True, verbose=False
+    )
+    want = mine_hard_negatives(
+        ANCHORS,
+        POSITIVES,
+        corpus=CORPUS + POSITIVES,
+        anchor_embeddings=embed(ANCHORS) + shift,
+        corpus_embeddings=embed(CORPUS + POSITIVES),
+        output_scores=True,
+        verbose=False,
+    )
+    _assert_columns_equal(got, want)
+    plain = mine_hard_negatives(
+        ANCHORS, POSITIVES, corpus=CORPUS, embed=embed, output_scores=True, verbose=False
+    )
+    assert not np.allclose(got["scores"], plain["scores"])  # the query side was really used
+
+
 def test_random_sampling_draws_from_the_candidate_window():
     cfg = dict(corpus=CORPUS, embed=embed, num_negatives=2, range_max=8, verbose=False)
     window = np_mine(ANCHORS, POSITIVES, CORPUS, num_negatives=8, range_max=8)

@@ -54,6 +54,19 @@ def _embedding_matrix(x: Any, name: str, rows: int, what: str) -> np.ndarray:
     return x
 
 
+def _is_two_sided(embed: Any) -> bool:
+    return callable(getattr(embed, "encode_query", None)) and callable(
+        getattr(embed, "encode_document", None)
+    )
+
+
+def _side(embed: Any, role: str) -> Callable:
+    """The function embedding the anchors (``role="query"``) or the corpus (``"document"``)."""
+    if _is_two_sided(embed):
+        return embed.encode_query if role == "query" else embed.encode_document
+    return embed
+
+
 def _embed(embed: Callable, texts: list[str], batch_size: int, desc: str, verbose: bool):
     parts = []
     for i in tqdm(
@@ -185,8 +198,11 @@ def _mining_spec(
             f"got {len(anchors)} anchors and {len(positives)} positives"
         )
     corpus_texts = None if corpus is None else _texts(corpus, "corpus")
-    if embed is not None and not callable(embed):
-        raise ValueError(f"embed must be callable (list[str] -> [n, dim]); got {embed!r}")
+    if embed is not None and not (callable(embed) or _is_two_sided(embed)):
+        raise ValueError(
+            "embed must be callable (list[str] -> [n, dim]) or have encode_query and "
+            f"encode_document methods (an Embedder); got {embed!r}"
+        )
     if embed is None and (anchor_embeddings is None or corpus_embeddings is None):
         raise ValueError(
             "embed is required unless both anchor_embeddings and corpus_embeddings are given"
@@ -314,7 +330,9 @@ def _mine(spec: _Spec, embed, anchor_embeddings, corpus_embeddings, mesh, verbos
             have = [i for i, t in enumerate(corpus_list) if t in first]
             c_emb[have] = given[[first[corpus_list[i]] for i in have]]
         if missing:
-            extra = _embed(embed, missing, batch_size, "Embedding positives", verbose)
+            extra = _embed(
+                _side(embed, "document"), missing, batch_size, "Embedding positives", verbose
+            )
             if extra.shape[1] != given.shape[1]:
                 raise ValueError(
                     f"embed returned width {extra.shape[1]} but corpus_embeddings has width "
@@ -334,9 +352,11 @@ def _mine(spec: _Spec, embed, anchor_embeddings, corpus_embeddings, mesh, verbos
 
     # ---- embeddings ----
     if c_emb is None:
-        c_emb = _embed(embed, corpus_list, batch_size, "Embedding corpus", verbose)
+        c_emb = _embed(
+            _side(embed, "document"), corpus_list, batch_size, "Embedding corpus", verbose
+        )
     if q_emb is None:
-        q_emb = _embed(embed, queries, batch_size, "Embedding anchors", verbose)
+        q_emb = _embed(_side(embed, "query"), queries, batch_size, "Embedding anchors", verbose)
     if q_emb.shape[1] != c_emb.shape[1]:
         raise ValueError(
             f"anchor embeddings have width {q_emb.shape[1]} but corpus embeddings {c_emb.shape[1]}"
@@ -527,8 +547,11 @@ def mine_hard_negatives(
     Args:
       anchors: ``[N]`` anchor (query) texts.
       positives: ``[N]`` positive texts, ``positives[i]`` answers ``anchors[i]``.
-      embed: ``list[str] -> [n, dim]`` (e.g. an ``Embedder.encode``); needed unless both
-        ``anchor_embeddings`` and ``corpus_embeddings`` are given.
+      embed: ``list[str] -> [n, dim]`` for anchors and corpus alike, or an object with
+        ``encode_query`` and ``encode_document`` (an :class:`~jaxemb.encoders.Embedder`, whose
+        query / document prompts are then applied as sentence-transformers' ``encode_query`` /
+        ``encode_document`` do); needed unless both ``anchor_embeddings`` and
+        ``corpus_embeddings`` are given.
       anchor_embeddings: precomputed ``[N, dim]``, one row per entry of ``anchors``.
       corpus_embeddings: precomputed ``[M, dim]``, one row per entry of ``corpus`` (of
         ``positives`` when ``corpus`` is None); every positive must then be in it (or

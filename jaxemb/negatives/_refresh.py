@@ -10,7 +10,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxemb import _validate as v
-from jaxemb.negatives._mine import _mine, _mining_spec, candidate_corpus
+from jaxemb.negatives._mine import _is_two_sided, _mine, _mining_spec, candidate_corpus
 
 
 class RefreshState(NamedTuple):
@@ -147,15 +147,18 @@ class NegativeRefresh:
         Args:
           state: the current state.
           step: the step about to run.
-          embed: ``list[str] -> [n, dim]`` under the current parameters (called only when
-            mining).
+          embed: ``list[str] -> [n, dim]`` under the current parameters, or an object with
+            ``encode_query`` / ``encode_document`` (called only when mining).
         """
         v.check_int(step, "step", minimum=0)
         period = int(step) // self.refresh_every
         if int(state.period) == period:
             return state
-        if not callable(embed):
-            raise ValueError("embed must be callable (list[str] -> [n, dim])")
+        if not (callable(embed) or _is_two_sided(embed)):
+            raise ValueError(
+                "embed must be callable (list[str] -> [n, dim]) or have encode_query and "
+                "encode_document methods"
+            )
         spec = dataclasses.replace(self._spec, seed=self._spec.seed + period)
         mined = _mine(spec, embed, None, None, self.mesh, verbose=False)
         per_query = np.where(np.isfinite(mined.neg_scores), mined.neg_idx, -1).astype(np.int32)
