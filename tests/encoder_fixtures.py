@@ -49,10 +49,15 @@ BERT_CONFIG = {
 }
 
 
-def write_tokenizer(directory: Path) -> Tokenizer:
-    """A WordPiece tokenizer trained on SENTENCES, saved as ``tokenizer.json``."""
+def write_tokenizer(directory: Path, corpus=None, vocab_size: int = 120) -> Tokenizer:
+    """A WordPiece tokenizer trained on ``corpus`` (default SENTENCES) as ``tokenizer.json``."""
     wp = BertWordPieceTokenizer(lowercase=True)
-    wp.train_from_iterator(SENTENCES, vocab_size=120, min_frequency=1, show_progress=False)
+    wp.train_from_iterator(
+        SENTENCES if corpus is None else corpus,
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+    )
     # What a Hugging Face BERT tokenizer.json carries: [CLS] text [SEP].
     cls, sep = wp.token_to_id("[CLS]"), wp.token_to_id("[SEP]")
     wp.post_processor = TemplateProcessing(
@@ -99,9 +104,12 @@ def bert_tensors(cfg: dict, seed: int, scale: float = 0.2) -> dict[str, np.ndarr
     return t
 
 
-def write_bert(directory: Path, seed: int = 0, **overrides) -> tuple[dict, dict, Tokenizer]:
-    """A BERT model directory: ``config.json``, ``model.safetensors``, ``tokenizer.json``."""
-    tok = write_tokenizer(directory)
+def write_bert(
+    directory: Path, seed: int = 0, *, corpus=None, vocab_size: int = 120, **overrides
+) -> tuple[dict, dict, Tokenizer]:
+    """A BERT model directory: ``config.json``, ``model.safetensors``, ``tokenizer.json`` (a
+    WordPiece vocabulary of ``vocab_size`` learnt from ``corpus``, default SENTENCES)."""
+    tok = write_tokenizer(directory, corpus, vocab_size)
     cfg = dict(BERT_CONFIG, vocab_size=tok.get_vocab_size(), **overrides)
     tensors = bert_tensors(cfg, seed)
     (directory / "config.json").write_text(json.dumps(cfg))
@@ -205,8 +213,13 @@ def write_sentence_transformer(
     normalize: bool = True,
     max_seq_length: int = 24,
     seed: int = 0,
+    corpus=None,
+    vocab_size: int = 120,
+    **bert_overrides,
 ):
     """A sentence-transformers directory in the ``legacy`` (v2-v5) or ``v6`` layout.
+
+    ``corpus`` / ``vocab_size`` / ``bert_overrides`` go to :func:`write_bert`.
 
     Returns ``(bert_cfg, bert_tensors, tokenizer, dense_tensors)`` where ``dense_tensors`` is a
     list of ``(weight [out, in], bias, activation_name)``.
@@ -226,7 +239,9 @@ def write_sentence_transformer(
             "Normalize": "sentence_transformers.base.modules.normalize.Normalize",
         }
         tpath = ""
-    cfg, tensors, tok = write_bert(tdir, seed=seed)
+    cfg, tensors, tok = write_bert(
+        tdir, seed=seed, corpus=corpus, vocab_size=vocab_size, **bert_overrides
+    )
     h = cfg["hidden_size"]
     if layout == "legacy":
         (tdir / "sentence_bert_config.json").write_text(

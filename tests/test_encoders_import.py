@@ -214,3 +214,91 @@ def test_sentence_transformer_bad_inputs(tmp_path):
     (tmp_path / "m" / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ValueError, match="'sentence_transformers.models.LSTM' is not supported"):
         load_sentence_transformer(tmp_path / "m")
+
+
+def test_prompt_left_out_of_pooling_and_prepare_feeds_embed(tmp_path):
+    """include_prompt=False pools over the text's tokens only (sentence-transformers' rule: the
+    prompt's tokens without the closing [SEP], counted from [CLS]); prepare + embed = encode."""
+    cfg, tensors, tok, dts = write_sentence_transformer(tmp_path, layout="v6", normalize=True)
+    pool_path = tmp_path / "1_Pooling" / "config.json"
+    pool_cfg = json.loads(pool_path.read_text())
+    pool_cfg["include_prompt"] = False
+    pool_path.write_text(json.dumps(pool_cfg))
+    st_path = tmp_path / "config_sentence_transformers.json"
+    st_cfg = json.loads(st_path.read_text()) if st_path.exists() else {}
+    st_cfg.update(prompts={"query": "the quick fox: "}, default_prompt_name=None)
+    st_path.write_text(json.dumps(st_cfg))
+    model = load_sentence_transformer(tmp_path)
+    texts = SENTENCES[:4]
+    got = model.encode_query(texts)
+    # NumPy: forward over prompt + text, mean over the tokens after [CLS] + the prompt's words
+    ids, mask = tokenize(tok, ["the quick fox: " + t for t in texts], model.max_seq_length)
+    h = np_bert(tensors, cfg, ids, mask)[-1]
+    skip = 1 + len(tok.encode("the quick fox: ", add_special_tokens=False).ids)
+    pool_mask = mask.copy()
+    pool_mask[:, :skip] = 0
+    want = (h * pool_mask[..., None]).sum(1) / pool_mask.sum(1, keepdims=True)
+    want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    # the same through prepare (fixed length, as a training batch) and the pure embed
+    batch = model.prepare(texts, prompt_name="query", pad_to=model.max_seq_length)
+    assert batch["input_ids"].shape == (4, model.max_seq_length)
+    assert (batch["pool_mask"][:, :skip] == 0).all()
+    emb = model.embed(
+        model.params, *(jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "pool_mask"))
+    )
+    np.testing.assert_allclose(np.asarray(emb), got, atol=1e-5, rtol=0)
+
+
+def test_with_compute_dtype_shares_parameters_and_changes_the_matmuls(tmp_path):
+    write_sentence_transformer(tmp_path, dense=[(8, "Tanh")])
+    model = load_sentence_transformer(tmp_path)
+    low = model.with_compute_dtype("bfloat16")
+    assert model.encoder.config.compute_dtype == "float32"
+    assert low.encoder.config.compute_dtype == "bfloat16"
+    assert jax.tree.leaves(low.params)[0] is jax.tree.leaves(model.params)[0]
+    full, half = model.encode(SENTENCES), low.encode(SENTENCES)
+    assert half.dtype == np.float32
+    # bfloat16 keeps 8 mantissa bits: close (unit vectors, |Δ| < 2⁻⁴) but not equal
+    assert 0 < np.abs(full - half).max() < 2.0**-4
+    np.testing.assert_array_equal(model.encode(SENTENCES), full)  # the original is unchanged
+    with pytest.raises(ValueError, match="compute_dtype"):
+        model.with_compute_dtype("float8")
+
+
+def test_tokenizer_larger_than_the_embedding_table_is_refused(tmp_path, bert_dir):
+    src = bert_dir[0]
+
+    def shrink(t):
+        t["embeddings.word_embeddings.weight"] = t["embeddings.word_embeddings.weight"][:50]
+
+    d = _copy_bert(src, tmp_path / "small", mutate=shrink, config={"vocab_size": 50})
+    (d / "tokenizer.json").write_bytes((src / "tokenizer.json").read_bytes())
+    with pytest.raises(ValueError, match=r"tokenizer .* ids up to 1\d\d .*vocab_size 50"):
+        load_hf_encoder(d)
+
+
+def test_dropout_key_trains_with_the_checkpoints_dropout(tmp_path):
+    write_sentence_transformer(tmp_path / "a", dense=[(8, "Tanh")])  # dropout 0.1 (BERT's)
+    model = load_sentence_transformer(tmp_path / "a")
+    b = model.prepare(SENTENCES[:4])
+    args = [jnp.asarray(b[k]) for k in ("input_ids", "attention_mask", "pool_mask")]
+    plain = np.asarray(model.embed(model.params, *args))
+    k1, k2 = jax.random.split(jax.random.key(0))
+    one = np.asarray(model.embed(model.params, *args, dropout_key=k1))
+    np.testing.assert_array_equal(one, np.asarray(model.embed(model.params, *args, dropout_key=k1)))
+    assert np.abs(one - plain).max() > 1e-3  # dropout really acts
+    assert np.abs(one - np.asarray(model.embed(model.params, *args, dropout_key=k2))).max() > 1e-3
+    np.testing.assert_allclose(plain, model.encode(SENTENCES[:4]), atol=1e-6, rtol=0)
+    # with the rates set to 0 in config.json, training mode is the deterministic forward
+    write_sentence_transformer(tmp_path / "b", dense=[(8, "Tanh")])
+    cfg_path = next(
+        p for p in (tmp_path / "b").rglob("config.json") if "hidden_dropout" in p.read_text()
+    )
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg_path.write_text(json.dumps(cfg))
+    zero = load_sentence_transformer(tmp_path / "b")
+    np.testing.assert_allclose(
+        np.asarray(zero.embed(zero.params, *args, dropout_key=k1)), plain, atol=1e-6, rtol=0
+    )

@@ -283,4 +283,17 @@ def load_hf_encoder(path: str | Path) -> tuple[TransformerEncoder, Tokenizer | N
     encoder = nnx.eval_shape(lambda: TransformerEncoder(cfg, rngs=nnx.Rngs(0)))
     set_bert_weights(encoder, tensors, where=str(directory))
     encoder.eval()
-    return encoder, load_tokenizer(directory)
+    tokenizer = load_tokenizer(directory)
+    if tokenizer is not None:
+        check_tokenizer_fits(tokenizer, cfg.vocab_size, where=str(directory))
+    return encoder, tokenizer
+
+
+def check_tokenizer_fits(tokenizer: Tokenizer, vocab_size: int, *, where: str) -> None:
+    """Refuses a tokenizer that emits ids past the model's embedding table (a mismatched pair)."""
+    largest = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+    if largest >= vocab_size:
+        raise ValueError(
+            f"{where}: the tokenizer emits ids up to {largest} but the model's config has "
+            f"vocab_size {vocab_size}; the tokenizer and the model do not belong together"
+        )

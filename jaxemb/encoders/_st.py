@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -17,7 +18,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from jaxemb.encoders._hf import _read_json, load_hf_encoder, read_safetensors
+from jaxemb.encoders._hf import (
+    _read_json,
+    check_tokenizer_fits,
+    load_hf_encoder,
+    read_safetensors,
+)
 from jaxemb.encoders._pool import pool
 from jaxemb.encoders._transformer import TransformerEncoder
 
@@ -150,6 +156,7 @@ class Embedder:
             raise ValueError(
                 f"tokenizer must be a tokenizers.Tokenizer; got {type(tokenizer).__name__}"
             )
+        check_tokenizer_fits(tokenizer, encoder.config.vocab_size, where="Embedder")
         self.encoder = encoder
         self.pooling = tuple(pooling)
         self.normalize = bool(normalize)
@@ -173,8 +180,8 @@ class Embedder:
         self.tokenizer.enable_truncation(self.max_seq_length)
         pad = self.tokenizer.token_to_id("[PAD]")
         self.pad_id = encoder.config.pad_token_id if pad is None else pad
-        graphdef, state = nnx.split(encoder)
-        self._graphdef = graphdef
+        self._set_graphdefs(encoder)
+        state = nnx.state(encoder)
         self._dense_spec = tuple(_Dense(act, res) for _, act, res in dense)
         self.params = {
             "encoder": state,
@@ -186,18 +193,57 @@ class Embedder:
         self.dim = width
         self._forward_jit = jax.jit(self._forward, static_argnames=("normalize",))
 
+    def _set_graphdefs(self, encoder: TransformerEncoder) -> None:
+        # the structure in eval mode (encode, embed) and in training mode (dropout on)
+        encoder.train()
+        self._train_graphdef, _ = nnx.split(encoder)
+        encoder.eval()
+        self._graphdef, _ = nnx.split(encoder)
+
     # -- the pure function ---------------------------------------------------------------------
 
-    def embed(self, params, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+    def embed(
+        self,
+        params,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        pool_mask: jax.Array | None = None,
+        *,
+        dropout_key: jax.Array | None = None,
+    ) -> jax.Array:
         """Pure, jitted ``(params, input_ids [B, T], attention_mask [B, T]) -> [B, dim]`` float32.
 
-        ``params`` has the structure of :attr:`params`; differentiate through it to fine-tune.
-        """
-        return self._forward_jit(params, input_ids, attention_mask, None, normalize=self.normalize)
+        ``params`` has the structure of :attr:`params`; differentiate through it to fine-tune
+        (e.g. inside :func:`jaxemb.parallel.grad_cache`). Inputs come from :meth:`prepare`.
+        With ``dropout_key`` the encoder runs in training mode: the checkpoint's dropout rates
+        (``hidden_dropout_prob``, ``attention_probs_dropout_prob``) apply, as in a
+        sentence-transformers ``fit``; without it the forward is deterministic (``encode``'s).
 
-    def _forward(self, params, input_ids, attention_mask, pool_mask, *, normalize: bool):
-        model = nnx.merge(self._graphdef, params["encoder"])
-        hidden = model(input_ids, attention_mask).last_hidden_state
+        Args:
+          params: the parameters (structure of :attr:`params`).
+          input_ids: ``[B, T]`` int token ids.
+          attention_mask: ``[B, T]``, 1 for real tokens.
+          pool_mask: ``[B, T]`` tokens to pool over (default: ``attention_mask``); differs
+            only for a prompt the model pools without (``include_prompt=False``).
+          dropout_key: a PRNG key to train with dropout; ``None``: no dropout.
+
+        Returns:
+          ``[B, dim]`` float32, L2-normalised when the pipeline ends with Normalize.
+        """
+        return self._forward_jit(
+            params, input_ids, attention_mask, pool_mask, dropout_key, normalize=self.normalize
+        )
+
+    def _forward(
+        self, params, input_ids, attention_mask, pool_mask, dropout_key=None, *, normalize: bool
+    ):
+        if dropout_key is None:
+            model = nnx.merge(self._graphdef, params["encoder"])
+            hidden = model(input_ids, attention_mask).last_hidden_state
+        else:
+            model = nnx.merge(self._train_graphdef, params["encoder"])
+            rngs = nnx.Rngs(dropout=dropout_key)
+            hidden = model(input_ids, attention_mask, rngs=rngs).last_hidden_state
         mask = attention_mask if pool_mask is None else pool_mask
         x = pool(hidden, mask, self.pooling)
         for p, spec in zip(params["dense"], self._dense_spec):
@@ -249,6 +295,62 @@ class Embedder:
             ids[row, :n] = e.ids[:n]
             mask[row, :n] = 1
         return {"input_ids": ids, "attention_mask": mask}
+
+    def prepare(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        max_length: int | None = None,
+        pad_to: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """What :meth:`encode` feeds :meth:`embed`: the prompt prepended, lower-cased if the
+        model says so, tokenised, with the pooling mask of ``include_prompt=False``.
+
+        Use it to build fixed-shape training batches that embed exactly as ``encode`` does.
+
+        Args:
+          texts: the raw texts.
+          prompt_name: one of :attr:`prompts` (see :meth:`resolve_prompt`).
+          prompt: a prefix (wins over ``prompt_name``); neither: the default prompt.
+          max_length: truncation length, special tokens included (at most
+            ``max_seq_length``).
+          pad_to: pad every row to this length (default: the longest row).
+
+        Returns:
+          ``{"input_ids", "attention_mask", "pool_mask"}``, each ``[len(texts), T]`` int32.
+        """
+        prefix = self.resolve_prompt(prompt_name, prompt)
+        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
+        if prefix:
+            texts = [prefix + t for t in texts]
+        batch = self.tokenize(texts, max_length=max_length, pad_to=pad_to)
+        pool_mask = batch["attention_mask"].copy()
+        if prefix and not self.include_prompt:
+            pool_mask[:, : self._prompt_length(prefix)] = 0
+        batch["pool_mask"] = pool_mask
+        return batch
+
+    def with_compute_dtype(self, compute_dtype: str) -> Embedder:
+        """The same model (shared parameters, float32) computing its matmuls in ``compute_dtype``.
+
+        Args:
+          compute_dtype: ``"float32"`` or ``"bfloat16"``.
+
+        Returns:
+          A new :class:`Embedder`; ``self`` is unchanged.
+        """
+        config = dataclasses.replace(self.encoder.config, compute_dtype=compute_dtype)
+        abstract = nnx.eval_shape(lambda: TransformerEncoder(config, rngs=nnx.Rngs(0)))
+        abstract.eval()
+        graphdef, _ = nnx.split(abstract)
+        other = copy.copy(self)
+        other.encoder = nnx.merge(graphdef, self.params["encoder"])
+        other._set_graphdefs(other.encoder)
+        other.params = dict(self.params)
+        other._forward_jit = jax.jit(other._forward, static_argnames=("normalize",))
+        return other
 
     def _prompt_length(self, prompt: str) -> int:
         # As sentence-transformers: the prompt's token count without the closing special token.
@@ -315,12 +417,7 @@ class Embedder:
             raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
         if normalize not in (None, True, False):
             raise ValueError(f"normalize must be None, True or False; got {normalize!r}")
-        prefix = self.resolve_prompt(prompt_name, prompt)
-        texts = list(texts)
-        if self.lowercase:
-            texts = [t.lower() for t in texts]
-        if prefix:
-            texts = [prefix + t for t in texts]
+        prefix = self.resolve_prompt(prompt_name, prompt)  # a bad prompt_name fails here
         devices = jax.local_devices()
         mesh = Mesh(np.asarray(devices), ("data",))
         rows = NamedSharding(mesh, PartitionSpec("data"))
@@ -328,29 +425,22 @@ class Embedder:
         params = jax.device_put(
             self.params if params is None else params, NamedSharding(mesh, PartitionSpec())
         )
-        lengths = [len(t) for t in texts]
-        order = np.argsort(-np.asarray(lengths), kind="stable")
+        # longest first, as sentence-transformers sorts (the prompt adds the same to each)
+        order = np.argsort(-np.asarray([len(t) for t in texts]), kind="stable")
         out = np.zeros((len(texts), self.dim), np.float32)
-        prompt_len = self._prompt_length(prefix) if prefix and not self.include_prompt else 0
         want_norm = self.normalize if normalize is None else normalize
         for start in tqdm(
             range(0, len(texts), batch_size), disable=not show_progress, desc="embed", unit="batch"
         ):
             chunk = order[start : start + batch_size]
-            batch = self.tokenize([texts[i] for i in chunk])
-            ids, mask = batch["input_ids"], batch["attention_mask"]
+            batch = self.prepare([texts[i] for i in chunk], prompt=prefix)
+            width = batch["input_ids"].shape[1]
             # Pad rows to a multiple of the devices and length to a multiple of 16 (fewer
             # recompilations); padded rows and positions are masked out.
-            length = min(self.max_seq_length, 16 * math.ceil(ids.shape[1] / 16))
-            ids = np.pad(
-                ids,
-                ((0, per_call - len(chunk)), (0, length - ids.shape[1])),
-                constant_values=self.pad_id,
-            )
-            mask = np.pad(mask, ((0, per_call - len(chunk)), (0, length - mask.shape[1])))
-            pool_mask = mask.copy()
-            if prompt_len:
-                pool_mask[:, :prompt_len] = 0
+            length = min(self.max_seq_length, 16 * math.ceil(width / 16))
+            pads = ((0, per_call - len(chunk)), (0, length - width))
+            ids = np.pad(batch["input_ids"], pads, constant_values=self.pad_id)
+            mask, pool_mask = (np.pad(batch[k], pads) for k in ("attention_mask", "pool_mask"))
             args = [jax.device_put(a, rows) for a in (ids, mask, pool_mask)]
             emb = self._forward_jit(params, *args, normalize=want_norm)
             out[chunk] = np.asarray(emb)[: len(chunk)]
@@ -358,24 +448,30 @@ class Embedder:
 
     # -- asymmetric retrieval ------------------------------------------------------------------
 
-    def _role_prompt(self, names: Sequence[str]) -> str | None:
-        for name in names:
-            if name in self.prompts:
-                return name
-        return None
+    @property
+    def query_prompt_name(self) -> str | None:
+        """The prompt ``encode_query`` applies: ``"query"`` if the model has it, else ``None``
+        (then the default prompt applies, as in sentence-transformers)."""
+        return "query" if "query" in self.prompts else None
+
+    @property
+    def document_prompt_name(self) -> str | None:
+        """The prompt ``encode_document`` applies: the first of ``"document"``, ``"passage"``,
+        ``"corpus"`` the model has, else ``None``."""
+        return next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
 
     def encode_query(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
-        """``encode`` with the model's ``"query"`` prompt (if it has one), as
-        ``SentenceTransformer.encode_query``; keyword arguments as for :meth:`encode`."""
+        """``encode`` with :attr:`query_prompt_name`, as ``SentenceTransformer.encode_query``;
+        keyword arguments as for :meth:`encode`."""
         if "prompt" not in kwargs and "prompt_name" not in kwargs:
-            kwargs["prompt_name"] = self._role_prompt(("query",))
+            kwargs["prompt_name"] = self.query_prompt_name
         return self.encode(texts, **kwargs)
 
     def encode_document(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
-        """``encode`` with the model's document prompt — the first of ``"document"``,
-        ``"passage"``, ``"corpus"`` it has — as ``SentenceTransformer.encode_document``."""
+        """``encode`` with :attr:`document_prompt_name`, as
+        ``SentenceTransformer.encode_document``; keyword arguments as for :meth:`encode`."""
         if "prompt" not in kwargs and "prompt_name" not in kwargs:
-            kwargs["prompt_name"] = self._role_prompt(("document", "passage", "corpus"))
+            kwargs["prompt_name"] = self.document_prompt_name
         return self.encode(texts, **kwargs)
 
     def encode_queries(
