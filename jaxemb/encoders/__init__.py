@@ -8,6 +8,8 @@ from jaxemb.encoders._heads import ProjectionHead as ProjectionHead
 from jaxemb.encoders._heads import nested_mask as nested_mask
 from jaxemb.encoders._hf import SUPPORTED_MODEL_TYPES as SUPPORTED_MODEL_TYPES
 from jaxemb.encoders._hf import load_hf_encoder as load_hf_encoder
+from jaxemb.encoders._packaged import PACKAGED_MODELS as PACKAGED_MODELS
+from jaxemb.encoders._packaged import packaged_model_path as packaged_model_path
 from jaxemb.encoders._pool import POOL_METHODS as POOL_METHODS
 from jaxemb.encoders._pool import AttentionPool as AttentionPool
 from jaxemb.encoders._pool import pool as pool
@@ -31,6 +33,7 @@ from jaxemb.encoders._transformer import param_shardings as param_shardings
 from jaxemb.encoders._vit import ViTEncoder as ViTEncoder
 
 __all__ = [
+    "PACKAGED_MODELS",
     "POOL_METHODS",
     "SUPPORTED_MODEL_TYPES",
     "TENSOR_PARALLEL_RULES",
@@ -55,6 +58,7 @@ __all__ = [
     "load_hf_encoder",
     "load_sentence_transformer",
     "nested_mask",
+    "packaged_model_path",
     "param_shardings",
     "pool",
     "regular_simplex",

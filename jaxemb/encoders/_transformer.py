@@ -325,6 +325,15 @@ class SelfAttention(nnx.Module):
             return -r1 * dist**r2
         return None
 
+    def _probs(self, q, k, keep, bias):
+        """Softmax attention weights ``[b, a, q, k]`` (float32) of heads-major ``q``, ``k``."""
+        scores = jnp.einsum("baqd,bakd->baqk", q, k, preferred_element_type=jnp.float32)
+        scores = scores / jnp.sqrt(jnp.float32(self.cfg.head_dim))
+        if bias is not None:
+            scores = scores + bias[None]
+        scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
+        return jax.nn.softmax(scores, axis=-1)
+
     def __call__(
         self,
         x: jax.Array,
@@ -337,17 +346,28 @@ class SelfAttention(nnx.Module):
         q, k, val = split(self.query(x)), split(self.key(x)), split(self.value(x))
         if rope is not None:
             q, k = apply_rope(q, *rope).astype(q.dtype), apply_rope(k, *rope).astype(k.dtype)
-        scores = jnp.einsum("bqad,bkad->baqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores / jnp.sqrt(jnp.float32(cfg.head_dim))
+        # Heads-major operands [b, a, t, d]: XLA:CPU runs the batched products ~2.5x faster in
+        # this layout than with the head axis between the sequence and feature axes.
+        q, k, val = (rearrange(t, "b t a d -> b a t d") for t in (q, k, val))
         bias = self.position_bias(x.shape[1])
-        if bias is not None:
-            scores = scores + bias[None]
         keep = mask[:, None, None, :]
-        scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = self.attn_dropout(probs, rngs=rngs).astype(val.dtype)
-        ctx = jnp.einsum("baqk,bkad->bqad", probs, val)
-        return self.out(rearrange(ctx, "b t a d -> b t (a d)"))
+        dropout_on = not self.attn_dropout.deterministic and self.attn_dropout.rate > 0
+        if dropout_on or jax.default_backend() != "cpu":
+            probs = self._probs(q, k, keep, bias)
+            probs = self.attn_dropout(probs, rngs=rngs).astype(val.dtype)
+            ctx = jnp.einsum("baqk,bakd->baqd", probs, val)
+        else:
+            # On CPU, a few rows at a time: each row's [a, t, t] scores stay in cache instead of
+            # the whole batch's going through memory (attention ~2x faster at t = 256).
+            rows = max(1, (1 << 21) // (cfg.num_heads * x.shape[1] * x.shape[1]))
+
+            def attend(row):  # one batch row (lax.map vectorises `rows` of them at a time)
+                rq, rk, rv, rkeep = (t[None] for t in row)
+                p = self._probs(rq, rk, rkeep, bias).astype(rv.dtype)
+                return jnp.einsum("baqk,bakd->baqd", p, rv)[0]
+
+            ctx = jax.lax.map(attend, (q, k, val, keep), batch_size=min(rows, x.shape[0]))
+        return self.out(rearrange(ctx, "b a t d -> b t (a d)"))
 
 
 class TransformerLayer(nnx.Module):
