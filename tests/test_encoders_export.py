@@ -139,6 +139,9 @@ def test_bad_export_targets_fail_before_writing(st_dir, tmp_path):
     a_file.write_text("x")
     with pytest.raises(ValueError, match="exists and is not a directory"):
         save_sentence_transformer(model, a_file)
+    a_file.chmod(0o755)  # even an executable file cannot hold a directory
+    with pytest.raises(ValueError, match="cannot be written .* is a file, not a directory"):
+        save_sentence_transformer(model, a_file / "sub" / "m")
     with pytest.raises(ValueError, match="embedder must be an Embedder"):
         save_sentence_transformer("not a model", tmp_path / "new")
     with pytest.raises(ValueError, match="tokenizer must be a tokenizers.Tokenizer"):

@@ -57,6 +57,8 @@ def _check_target(path: str | os.PathLike, overwrite: bool) -> Path:
     base = target.parent
     while not base.exists() and base != base.parent:
         base = base.parent
+    if not base.is_dir():
+        raise ValueError(f"path {target} cannot be written ({base} is a file, not a directory)")
     if not os.access(base, os.W_OK | os.X_OK):
         raise ValueError(f"path {target} cannot be written (no write permission in {base})")
     return target
