@@ -15,10 +15,9 @@ from flax import nnx
 from safetensors.numpy import save_file
 from tokenizers import Tokenizer
 
-from jaxemb.encoders._hf import _bert_tensor_plan
-from jaxemb.encoders._transformer import TransformerEncoder
+from jaxemb.encoders._family import module_tensors
+from jaxemb.encoders._hf import family_of
 
-_HF_ACT_NAMES = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
 _TORCH_ACTIVATIONS = {
     "Tanh": "torch.nn.modules.activation.Tanh",
     "Identity": "torch.nn.modules.linear.Identity",
@@ -85,60 +84,12 @@ def _publish(staging: Path, target: Path) -> Path:
     return target
 
 
-def _check_bert(encoder: Any) -> None:
-    if not isinstance(encoder, TransformerEncoder):
-        raise ValueError(f"encoder must be a TransformerEncoder; got {type(encoder).__name__}")
-    cfg = encoder.config
-    problems = []
-    if cfg.norm_position != "post":
-        problems.append(f"norm_position={cfg.norm_position!r} (BERT is 'post')")
-    if cfg.position != "learned":
-        problems.append(f"position={cfg.position!r} (BERT is 'learned')")
-    if cfg.activation not in _HF_ACT_NAMES:
-        problems.append(f"activation={cfg.activation!r}")
-    if problems:
-        raise ValueError(
-            "save_hf_encoder writes the BERT layout (model_type 'bert'); this encoder has "
-            + ", ".join(problems)
-        )
-
-
-def _bert_config(encoder: TransformerEncoder) -> dict[str, Any]:
-    cfg = encoder.config
-    return {
-        "architectures": ["BertModel"],
-        "model_type": "bert",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "hidden_act": _HF_ACT_NAMES[cfg.activation],
-        "hidden_dropout_prob": cfg.dropout,
-        "attention_probs_dropout_prob": (
-            cfg.dropout if cfg.attention_dropout is None else cfg.attention_dropout
-        ),
-        "max_position_embeddings": cfg.max_positions,
-        "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": cfg.initializer_range,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "pad_token_id": cfg.pad_token_id,
-        "position_embedding_type": "absolute",
-        "torch_dtype": "float32",
-    }
-
-
-def _bert_tensors(encoder: TransformerEncoder) -> dict[str, np.ndarray]:
-    out = {}
-    for name, (shape, path, transpose) in _bert_tensor_plan(encoder.config).items():
-        node: Any = encoder
-        for part in path:
-            node = node[part] if isinstance(part, int) else getattr(node, part)
-        value = np.asarray(node[...], np.float32)
-        value = value.T if transpose else value
-        assert value.shape == shape, (name, value.shape, shape)
-        out[name] = np.ascontiguousarray(value)
-    return out
+def _hf_layout(encoder: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``(config.json dict, checkpoint tensors)`` of ``encoder`` in its family's layout; refuses,
+    before anything is written, an encoder no Hugging Face layout holds."""
+    family = family_of(encoder)
+    hf = family.config_to_hf(encoder.config)
+    return hf, module_tensors(encoder, family.tensor_plan(encoder.config))
 
 
 def _tokenizer_files(tokenizer: Tokenizer, max_length: int) -> dict[str, str]:
@@ -184,17 +135,16 @@ def _tokenizer_files(tokenizer: Tokenizer, max_length: int) -> dict[str, str]:
     }
 
 
-def _write_hf(directory: Path, encoder: TransformerEncoder, tokenizer: Tokenizer, max_length: int):
-    (directory / "config.json").write_text(json.dumps(_bert_config(encoder), indent=2) + "\n")
-    save_file(
-        _bert_tensors(encoder), str(directory / "model.safetensors"), metadata={"format": "pt"}
-    )
+def _write_hf(directory: Path, encoder: Any, tokenizer: Tokenizer, max_length: int):
+    hf, tensors = _hf_layout(encoder)
+    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     for name, text in _tokenizer_files(tokenizer, max_length).items():
         (directory / name).write_text(text, encoding="utf-8")
 
 
 def save_hf_encoder(
-    encoder: TransformerEncoder,
+    encoder: Any,
     tokenizer: Tokenizer,
     path: str | os.PathLike,
     *,
@@ -235,7 +185,7 @@ def save_hf_encoder(
       and ``BertTokenizerFast``.
     """
     target = _check_target(path, overwrite)
-    _check_bert(encoder)
+    family_of(encoder).config_to_hf(encoder.config)  # refuses one no HF layout holds
     if not isinstance(tokenizer, Tokenizer):
         raise ValueError(
             f"tokenizer must be a tokenizers.Tokenizer; got {type(tokenizer).__name__}"
@@ -361,7 +311,7 @@ def save_sentence_transformer(
     if not isinstance(embedder, Embedder):
         raise ValueError(f"embedder must be an Embedder; got {type(embedder).__name__}")
     encoder = nnx.merge(embedder._graphdef, embedder.params["encoder"])
-    _check_bert(encoder)
+    family_of(encoder).config_to_hf(encoder.config)  # refuses one no HF layout holds
     order = [mode for mode, _ in _POOL_FLAGS]
     positions = [order.index(m) if m in order else -1 for m in embedder.pooling]
     if -1 in positions or positions != sorted(positions) or len(set(positions)) != len(positions):

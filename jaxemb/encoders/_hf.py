@@ -1,32 +1,74 @@
-"""Load Hugging Face BERT-family checkpoints (``config.json`` + safetensors) without torch."""
+"""Load Hugging Face checkpoints (``config.json`` + safetensors) without torch or pickle.
+
+One loader for every architecture family (:data:`FAMILIES`, one file each): ``config.json``'s
+``model_type`` picks the family, whose tensor plan says where each checkpoint tensor goes. With a
+``mesh``, every tensor is read from the safetensors files straight into its shards, so a model
+larger than one device's memory never sits whole on one device.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 from safetensors import safe_open
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
-from jaxemb.encoders._transformer import TransformerConfig, TransformerEncoder
+from jaxemb.encoders._bert import BERT
+from jaxemb.encoders._family import Family, variable_at
+from jaxemb.encoders._transformer import TENSOR_PARALLEL_RULES, param_shardings
 
-#: ``config.json`` ``model_type`` values whose weights follow the BERT layout read here.
-SUPPORTED_MODEL_TYPES = ("bert",)
+#: Every architecture family :func:`load_hf_encoder` reads.
+FAMILIES: tuple[Family, ...] = (BERT,)
+#: ``config.json`` ``model_type`` values :func:`load_hf_encoder` reads.
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for f in FAMILIES for t in f.model_types)
 
-_HF_ACTIVATIONS = {
-    "gelu": "gelu",
-    "gelu_new": "gelu_tanh",
-    "gelu_fast": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "relu": "relu",
-    "silu": "silu",
-    "swish": "silu",
-}
+
+def family_for_model_type(
+    model_type: Any, *, where: str = "config.json", hf: dict | None = None
+) -> Family:
+    """The :class:`Family` reading ``model_type``; a ``ValueError`` listing the supported ones."""
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    archs = (hf or {}).get("architectures")
+    raise ValueError(
+        f"{where}: model_type {model_type!r} (architectures {archs}) is not a supported "
+        f"architecture; supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
+    )
+
+
+def family_of(encoder: Any) -> Family:
+    """The :class:`Family` whose config class ``encoder.config`` is (exactly)."""
+    config = getattr(encoder, "config", None)
+    for family in FAMILIES:
+        if type(config) is family.config_class and isinstance(encoder, family.encoder_class):
+            return family
+    names = ", ".join(f.encoder_class.__name__ for f in FAMILIES)
+    raise ValueError(
+        f"encoder must be one of the Hugging Face encoder families ({names}); got "
+        f"{type(encoder).__name__} with config {type(config).__name__}"
+    )
+
+
+def hf_config(hf: dict[str, Any], *, where: str = "config.json") -> tuple[Family, Any]:
+    """``(family, config)`` for a ``config.json`` dict; refuses remote-code models."""
+    if hf.get("auto_map"):
+        raise ValueError(
+            f"{where}: the model needs remote code (auto_map {sorted(hf['auto_map'])}); jaxemb "
+            "never runs a checkpoint's Python code and reads only the built-in families: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    family = family_for_model_type(hf.get("model_type"), where=where, hf=hf)
+    return family, family.config_from_hf(hf, where)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -40,178 +82,171 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def hf_config_to_transformer_config(hf: dict[str, Any], *, where: str = "config.json"):
-    """Translate a Hugging Face BERT ``config.json`` dict into a :class:`TransformerConfig`.
+class Checkpoint:
+    """The tensors of ``model.safetensors`` (or a sharded ``model.safetensors.index.json``),
+    read lazily: names and shapes up front, values (or slices of them) on demand, never
+    unpickling anything."""
 
-    Raises:
-      ValueError: for a model type or setting this encoder does not reproduce, naming what was
-        found and what is supported.
-    """
-    model_type = hf.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        archs = hf.get("architectures")
-        raise ValueError(
-            f"{where}: model_type {model_type!r} (architectures {archs}) is not a supported "
-            f"architecture; supported model types: {', '.join(SUPPORTED_MODEL_TYPES)} (BERT, "
-            "MiniLM, E5, BGE, GTE-base style checkpoints)"
-        )
-    position_type = hf.get("position_embedding_type", "absolute")
-    if position_type != "absolute":
-        raise ValueError(
-            f"{where}: position_embedding_type {position_type!r} is not supported; only "
-            "'absolute' (learned) BERT positions are"
-        )
-    act = hf.get("hidden_act", "gelu")
-    if act not in _HF_ACTIVATIONS:
-        raise ValueError(
-            f"{where}: hidden_act {act!r} is not supported; supported: {sorted(_HF_ACTIVATIONS)}"
-        )
-    missing = [
-        k
-        for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
-        if k not in hf
-    ]
-    if missing:
-        raise ValueError(f"{where} lacks required keys {missing}")
-    return TransformerConfig(
-        vocab_size=int(hf["vocab_size"]),
-        hidden_size=int(hf["hidden_size"]),
-        num_layers=int(hf["num_hidden_layers"]),
-        num_heads=int(hf["num_attention_heads"]),
-        intermediate_size=int(hf.get("intermediate_size", 4 * int(hf["hidden_size"]))),
-        max_positions=int(hf.get("max_position_embeddings", 512)),
-        type_vocab_size=int(hf.get("type_vocab_size", 2)),
-        layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
-        activation=_HF_ACTIVATIONS[act],
-        norm_position="post",
-        position="learned",
-        dropout=float(hf.get("hidden_dropout_prob", 0.1)),
-        attention_dropout=float(hf.get("attention_probs_dropout_prob", 0.1)),
-        initializer_range=float(hf.get("initializer_range", 0.02)),
-        pad_token_id=int(hf.get("pad_token_id") or 0),
-    )
+    def __init__(self, directory: Path):
+        single = directory / "model.safetensors"
+        index = directory / "model.safetensors.index.json"
+        if single.is_file():
+            files = [single]
+        elif index.is_file():
+            weight_map = _read_json(index, "safetensors index").get("weight_map", {})
+            files = [directory / name for name in sorted(set(weight_map.values()))]
+        else:
+            found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+            hint = (
+                " (pytorch_model.bin is a pickle and is not read: convert it to model.safetensors)"
+                if "pytorch_model.bin" in found
+                else ""
+            )
+            raise ValueError(
+                f"{directory} has no model.safetensors or model.safetensors.index.json{hint}; "
+                f"found {found}"
+            )
+        self.files: dict[str, Path] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for file in files:
+            try:
+                with safe_open(str(file), framework="flax") as f:
+                    for key in f.keys():
+                        self.files[key] = file
+                        self.shapes[key] = tuple(f.get_slice(key).get_shape())
+            except (OSError, ValueError, RuntimeError) as err:
+                raise ValueError(f"could not read safetensors file {file}: {err}") from err
 
-
-def read_safetensors(directory: Path) -> dict[str, np.ndarray]:
-    """All tensors of ``model.safetensors`` (or a sharded ``model.safetensors.index.json``) as
-    float32/int NumPy arrays. Never unpickles anything."""
-    single = directory / "model.safetensors"
-    index = directory / "model.safetensors.index.json"
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        weight_map = _read_json(index, "safetensors index").get("weight_map", {})
-        files = [directory / name for name in sorted(set(weight_map.values()))]
-    else:
-        found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
-        hint = (
-            " (pytorch_model.bin is a pickle and is not read: convert it to model.safetensors)"
-            if "pytorch_model.bin" in found
-            else ""
-        )
-        raise ValueError(
-            f"{directory} has no model.safetensors or model.safetensors.index.json{hint}; "
-            f"found {found}"
-        )
-    tensors: dict[str, np.ndarray] = {}
-    for file in files:
+    def read(self, name: str, index: tuple[slice, ...] | None = None) -> np.ndarray:
+        """Tensor ``name`` (or its ``index`` slice) as float32 (floating) or its integer type."""
+        file = self.files[name]
         try:
             # framework="flax" reads bfloat16/float16 too (NumPy has no bfloat16).
             with safe_open(str(file), framework="flax") as f:
-                for key in f.keys():
-                    t = f.get_tensor(key)
-                    if jnp.issubdtype(t.dtype, jnp.floating):
-                        t = t.astype(jnp.float32)
-                    tensors[key] = np.asarray(t)
+                t = f.get_slice(name)[index] if index is not None else f.get_tensor(name)
         except (OSError, ValueError, RuntimeError) as err:
-            raise ValueError(f"could not read safetensors file {file}: {err}") from err
-    return tensors
+            raise ValueError(f"could not read tensor {name} from {file}: {err}") from err
+        if jnp.issubdtype(t.dtype, jnp.floating):
+            t = t.astype(jnp.float32)
+        return np.asarray(t)
 
 
-def _bert_tensor_plan(cfg: TransformerConfig) -> dict[str, tuple[tuple[int, ...], tuple, bool]]:
-    """``HF name -> (HF shape, path in our state, transpose)`` for every BERT tensor we load."""
-    h, i = cfg.hidden_size, cfg.intermediate_size
-    plan: dict[str, tuple[tuple[int, ...], tuple, bool]] = {
-        "embeddings.word_embeddings.weight": (
-            (cfg.vocab_size, h),
-            ("word_embeddings", "embedding"),
-            False,
-        ),
-        "embeddings.position_embeddings.weight": (
-            (cfg.max_positions, h),
-            ("position_embeddings", "embedding"),
-            False,
-        ),
-        "embeddings.LayerNorm.weight": ((h,), ("embeddings_norm", "scale"), False),
-        "embeddings.LayerNorm.bias": ((h,), ("embeddings_norm", "bias"), False),
-    }
-    if cfg.type_vocab_size:
-        plan["embeddings.token_type_embeddings.weight"] = (
-            (cfg.type_vocab_size, h),
-            ("token_type_embeddings", "embedding"),
-            False,
-        )
-    for n in range(cfg.num_layers):
-        hf = f"encoder.layer.{n}."
-        ours = ("layers", n)
-        linears = {
-            "attention.self.query": (("attention", "query"), h, h),
-            "attention.self.key": (("attention", "key"), h, h),
-            "attention.self.value": (("attention", "value"), h, h),
-            "attention.output.dense": (("attention", "out"), h, h),
-            "intermediate.dense": (("intermediate",), h, i),
-            "output.dense": (("output",), i, h),
-        }
-        for name, (path, din, dout) in linears.items():
-            plan[hf + name + ".weight"] = ((dout, din), (*ours, *path, "kernel"), True)
-            plan[hf + name + ".bias"] = ((dout,), (*ours, *path, "bias"), False)
-        for name, path in (
-            ("attention.output.LayerNorm", "attention_norm"),
-            ("output.LayerNorm", "output_norm"),
-        ):
-            plan[hf + name + ".weight"] = ((h,), (*ours, path, "scale"), False)
-            plan[hf + name + ".bias"] = ((h,), (*ours, path, "bias"), False)
-    return plan
+def read_safetensors(directory: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a checkpoint directory as float32/int NumPy (see :class:`Checkpoint`)."""
+    checkpoint = Checkpoint(directory)
+    return {name: checkpoint.read(name) for name in checkpoint.files}
 
 
-def _canonical_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Strip a ``bert.`` prefix (task-head checkpoints) and map legacy ``gamma``/``beta``."""
-    out = {}
-    for key, value in tensors.items():
-        name = key[len("bert.") :] if key.startswith("bert.") else key
-        if name.endswith("LayerNorm.gamma"):
-            name = name[: -len("gamma")] + "weight"
-        elif name.endswith("LayerNorm.beta"):
-            name = name[: -len("beta")] + "bias"
-        out[name] = value
-    return out
-
-
-def set_bert_weights(
-    encoder: TransformerEncoder, tensors: dict[str, np.ndarray], *, where: str = "checkpoint"
+def load_weights(
+    encoder: Any,
+    family: Family,
+    checkpoint: Checkpoint,
+    *,
+    where: str = "checkpoint",
+    shardings: Any = None,
 ) -> None:
-    """Copy BERT-layout tensors (Hugging Face names, ``[out, in]`` linear weights) into
-    ``encoder`` in place, checking that every tensor is present with the right shape."""
-    tensors = _canonical_names(tensors)
-    plan = _bert_tensor_plan(encoder.config)
-    missing = sorted(k for k in plan if k not in tensors)
+    """Sets every parameter of ``encoder`` from ``checkpoint`` by the family's tensor plan, after
+    checking that each tensor is present with the right shape.
+
+    With ``shardings`` (an ``nnx.State`` of ``NamedSharding``, from
+    :func:`~jaxemb.encoders.param_shardings`), each device's shard is read from the file on its
+    own: the whole tensor never sits on one device.
+    """
+    names = family.canonical_names(list(checkpoint.files))
+    plan = family.tensor_plan(encoder.config)
+    missing = sorted(k for k in plan if k not in names)
     if missing:
         more = f", ... ({len(missing)} in all)" if len(missing) > 6 else ""
-        shown = ", ".join(missing[:6]) + more
-        raise ValueError(f"{where} is missing tensors: {shown}")
+        raise ValueError(f"{where} is missing tensors: {', '.join(missing[:6])}{more}")
     for name, (shape, _, _) in plan.items():
-        found = tuple(tensors[name].shape)
+        found = checkpoint.shapes[names[name]]
         if found != shape:
             raise ValueError(
                 f"{where}: tensor {name} has shape {list(found)}; expected {list(shape)} from "
                 "config.json"
             )
-    for name, (_, path, transpose) in plan.items():
-        node: Any = encoder
-        for part in path:
-            node = node[part] if isinstance(part, int) else getattr(node, part)
-        value = tensors[name].astype(np.float32)
-        node.set_value(jnp.asarray(value.T if transpose else value))
+    for name, (shape, path, transpose) in plan.items():
+        key = names[name]
+        variable = variable_at(encoder, path)
+        if shardings is None:
+            value = checkpoint.read(key)
+            variable.set_value(jnp.asarray(value.T if transpose else value))
+            continue
+        sharding = variable_at(shardings, path)
+        ours = shape[::-1] if transpose else shape
+
+        def shard(index, key=key, transpose=transpose):
+            index = tuple(index)[::-1] if transpose else tuple(index)
+            part = checkpoint.read(key, index)
+            return part.T if transpose else part
+
+        variable.set_value(jax.make_array_from_callback(ours, sharding, shard))
+
+
+def load_hf_encoder(
+    path: str | Path,
+    *,
+    mesh: Mesh | None = None,
+    rules: Sequence[tuple[str, str | None]] = TENSOR_PARALLEL_RULES,
+) -> tuple[Any, Tokenizer | None]:
+    """Load a Hugging Face model directory into the jaxemb encoder of its family.
+
+    Reads ``config.json`` and ``model.safetensors`` (or a sharded safetensors index) without
+    torch or pickle; ``config.json``'s ``model_type`` picks the family (:data:`FAMILIES`:
+    ``bert``, ...). Task-head checkpoints (``bert.`` prefix) are accepted and heads ignored.
+    The encoder is returned in eval mode (no dropout) and reproduces the ``transformers``
+    ``AutoModel(...).last_hidden_state`` for the same inputs.
+
+    Args:
+      path: the model directory.
+      mesh: place the parameters on this mesh, sharded by ``rules`` (each shard read from the
+        file directly); ``None``: on the default device.
+      rules: logical-axis to mesh-axis rules (see :func:`~jaxemb.encoders.param_shardings`):
+        the default is tensor parallelism over ``"model"``; ``(("embed", "data"),)`` is FSDP.
+
+    Returns:
+      ``(encoder, tokenizer)``: the tokenizer comes from ``tokenizer.json`` via the
+      ``tokenizers`` package (or ``vocab.txt``); ``None`` if the directory has neither.
+
+    Raises:
+      ValueError: the directory or ``config.json`` is missing, the architecture is not supported
+        (naming what was found and what is) or needs remote code, or a tensor is missing or
+        mis-shaped (naming it, the expected and the found shape).
+
+    Examples:
+      >>> import json, tempfile, pathlib
+      >>> from jaxemb.encoders import load_hf_encoder
+      >>> d = pathlib.Path(tempfile.mkdtemp())
+      >>> _ = (d / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+      >>> load_hf_encoder(d)
+      Traceback (most recent call last):
+      ...
+      ValueError: ...model_type 'gpt2' ... is not a supported architecture; supported ...: bert...
+
+    References:
+      Hugging Face ``transformers`` ``AutoModel`` / ``save_pretrained`` layout of each family;
+      Devlin et al. 2019 (BERT).
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ValueError(f"path must be a model directory; {str(path)!r} is not a directory")
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{directory} has no config.json; a Hugging Face model needs one")
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise ValueError(f"mesh must be a jax.sharding.Mesh or None; got {type(mesh).__name__}")
+    family, cfg = hf_config(_read_json(config_path, "config"), where=str(config_path))
+    checkpoint = Checkpoint(directory)
+    # Abstract construction (no random initialisation); every parameter is then set from the
+    # checkpoint, and load_weights has checked that none is missing.
+    encoder = nnx.eval_shape(lambda: family.encoder_class(cfg, rngs=nnx.Rngs(0)))
+    shardings = None if mesh is None else param_shardings(encoder, mesh, rules)
+    load_weights(encoder, family, checkpoint, where=str(directory), shardings=shardings)
+    encoder.eval()
+    tokenizer = load_tokenizer(directory)
+    if tokenizer is not None:
+        check_tokenizer_fits(tokenizer, cfg.vocab_size, where=str(directory))
+    return encoder, tokenizer
 
 
 def load_tokenizer(directory: Path) -> Tokenizer | None:
@@ -234,59 +269,6 @@ def load_tokenizer(directory: Path) -> Tokenizer | None:
         )
         return wrapper._tokenizer
     return None
-
-
-def load_hf_encoder(path: str | Path) -> tuple[TransformerEncoder, Tokenizer | None]:
-    """Load a Hugging Face BERT-family model directory into a :class:`TransformerEncoder`.
-
-    Reads ``config.json`` and ``model.safetensors`` (or a sharded safetensors index) without
-    torch or pickle; task-head checkpoints (``bert.`` prefix) and the ``pooler`` are accepted and
-    the pooler ignored. The encoder is returned in eval mode (no dropout) and reproduces
-    ``BertModel(...).last_hidden_state`` for the same inputs.
-
-    Args:
-      path: the model directory.
-
-    Returns:
-      ``(encoder, tokenizer)``: the tokenizer comes from ``tokenizer.json`` via the
-      ``tokenizers`` package (or ``vocab.txt``); ``None`` if the directory has neither.
-
-    Raises:
-      ValueError: the directory or ``config.json`` is missing, the architecture is not supported
-        (naming what was found and what is), or a tensor is missing or mis-shaped (naming it,
-        the expected and the found shape).
-
-    Examples:
-      >>> import json, tempfile, pathlib
-      >>> from jaxemb.encoders import load_hf_encoder
-      >>> d = pathlib.Path(tempfile.mkdtemp())
-      >>> _ = (d / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-      >>> load_hf_encoder(d)
-      Traceback (most recent call last):
-      ...
-      ValueError: ...model_type 'gpt2' ... is not a supported architecture; supported ...: bert...
-
-    References:
-      Hugging Face ``transformers`` ``BertModel`` and its ``save_pretrained`` layout; Devlin et al.
-      2019.
-    """
-    directory = Path(path)
-    if not directory.is_dir():
-        raise ValueError(f"path must be a model directory; {str(path)!r} is not a directory")
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{directory} has no config.json; a Hugging Face model needs one")
-    cfg = hf_config_to_transformer_config(_read_json(config_path, "config"), where=str(config_path))
-    tensors = read_safetensors(directory)
-    # Abstract construction (no random initialisation); every parameter is then set from the
-    # checkpoint, and set_bert_weights has checked that none is missing.
-    encoder = nnx.eval_shape(lambda: TransformerEncoder(cfg, rngs=nnx.Rngs(0)))
-    set_bert_weights(encoder, tensors, where=str(directory))
-    encoder.eval()
-    tokenizer = load_tokenizer(directory)
-    if tokenizer is not None:
-        check_tokenizer_fits(tokenizer, cfg.vocab_size, where=str(directory))
-    return encoder, tokenizer
 
 
 def check_tokenizer_fits(tokenizer: Tokenizer, vocab_size: int, *, where: str) -> None:

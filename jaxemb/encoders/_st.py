@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 from jaxemb.encoders._hf import (
     _read_json,
     check_tokenizer_fits,
+    family_of,
     load_hf_encoder,
     read_safetensors,
 )
 from jaxemb.encoders._pool import pool
-from jaxemb.encoders._transformer import TransformerEncoder
 
 # sentence-transformers pooling-mode names (both layouts) -> jaxemb.encoders.pool methods.
 _ST_POOLING = {
@@ -133,12 +133,16 @@ class Embedder:
       normalize: whether the pipeline ends with a Normalize module.
       max_seq_length: inputs are truncated to this many tokens (special tokens included); it is
         never more than the position table.
+      padding_side: ``"right"`` or ``"left"`` (decoders pooled at the last token, e.g.
+        Qwen3-Embedding, pad on the left), as the tokenizer config says.
+      pad_id: the id padded positions get (the tokenizer config's ``pad_token``, else
+        ``[PAD]``, else the model config's ``pad_token_id``).
       dim: output width.
     """
 
     def __init__(
         self,
-        encoder: TransformerEncoder,
+        encoder: Any,
         tokenizer: Tokenizer,
         *,
         pooling: Sequence[str],
@@ -149,9 +153,10 @@ class Embedder:
         default_prompt_name: str | None = None,
         include_prompt: bool = True,
         lowercase: bool = False,
+        padding_side: str = "right",
+        pad_token: str | None = None,
     ):
-        if not isinstance(encoder, TransformerEncoder):
-            raise ValueError(f"encoder must be a TransformerEncoder; got {type(encoder).__name__}")
+        family_of(encoder)  # a ValueError for anything but a Hugging Face family's encoder
         if not isinstance(tokenizer, Tokenizer):
             raise ValueError(
                 f"tokenizer must be a tokenizers.Tokenizer; got {type(tokenizer).__name__}"
@@ -178,7 +183,12 @@ class Embedder:
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_seq_length)
-        pad = self.tokenizer.token_to_id("[PAD]")
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left'; got {padding_side!r}")
+        self.padding_side = padding_side
+        if pad_token is not None and self.tokenizer.token_to_id(pad_token) is None:
+            raise ValueError(f"pad_token {pad_token!r} is not in the tokenizer's vocabulary")
+        pad = self.tokenizer.token_to_id(pad_token if pad_token is not None else "[PAD]")
         self.pad_id = encoder.config.pad_token_id if pad is None else pad
         self._set_graphdefs(encoder)
         state = nnx.state(encoder)
@@ -193,7 +203,7 @@ class Embedder:
         self.dim = width
         self._forward_jit = jax.jit(self._forward, static_argnames=("normalize",))
 
-    def _set_graphdefs(self, encoder: TransformerEncoder) -> None:
+    def _set_graphdefs(self, encoder: Any) -> None:
         # the structure in eval mode (encode, embed) and in training mode (dropout on)
         encoder.train()
         self._train_graphdef, _ = nnx.split(encoder)
@@ -292,8 +302,9 @@ class Embedder:
         mask = np.zeros((len(encodings), length), np.int32)
         for row, e in enumerate(encodings):
             n = min(len(e.ids), length)
-            ids[row, :n] = e.ids[:n]
-            mask[row, :n] = 1
+            cols = slice(0, n) if self.padding_side == "right" else slice(length - n, length)
+            ids[row, cols] = e.ids[:n]
+            mask[row, cols] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
     def prepare(
@@ -342,7 +353,8 @@ class Embedder:
           A new :class:`Embedder`; ``self`` is unchanged.
         """
         config = dataclasses.replace(self.encoder.config, compute_dtype=compute_dtype)
-        abstract = nnx.eval_shape(lambda: TransformerEncoder(config, rngs=nnx.Rngs(0)))
+        cls = type(self.encoder)
+        abstract = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
         abstract.eval()
         graphdef, _ = nnx.split(abstract)
         other = copy.copy(self)
@@ -657,9 +669,18 @@ def load_sentence_transformer(path: str | Path) -> Embedder:
         default_name = model_cfg.get("default_prompt_name") or None
         if default_name is not None and default_name not in prompts:
             raise ValueError(f"{model_cfg_path}: default prompt {default_name!r} not in prompts")
+    tok_cfg_path = tdir / "tokenizer_config.json"
+    tok_cfg = _read_json(tok_cfg_path, "tokenizer config") if tok_cfg_path.is_file() else {}
+    pad_token = tok_cfg.get("pad_token")
+    if isinstance(pad_token, dict):  # an AddedToken written out in full
+        pad_token = pad_token.get("content")
+    if not isinstance(pad_token, str) or tokenizer.token_to_id(pad_token) is None:
+        pad_token = None
     return Embedder(
         encoder,
         tokenizer,
+        padding_side=str(tok_cfg.get("padding_side", "right")),
+        pad_token=pad_token,
         pooling=modes,
         dense=dense,
         normalize=kinds[-1] == "Normalize",
