@@ -250,6 +250,46 @@ def test_prompt_left_out_of_pooling_and_prepare_feeds_embed(tmp_path):
     np.testing.assert_allclose(np.asarray(emb), got, atol=1e-5, rtol=0)
 
 
+def test_left_padding_pads_before_the_text_and_pools_without_padding_or_prompt(tmp_path):
+    """padding_side='left' (tokenizer_config.json) puts the padding first; with
+    include_prompt=False the pooling mask drops the padding and then the prompt's tokens
+    (sentence-transformers' Pooling rule for left padding)."""
+    cfg, tensors, tok, dts = write_sentence_transformer(tmp_path, layout="v6", normalize=True)
+    tok_cfg_path = tmp_path / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text()) if tok_cfg_path.exists() else {}
+    tok_cfg["padding_side"] = "left"
+    tok_cfg_path.write_text(json.dumps(tok_cfg))
+    pool_path = tmp_path / "1_Pooling" / "config.json"
+    pool_cfg = json.loads(pool_path.read_text())
+    pool_cfg["include_prompt"] = False
+    pool_path.write_text(json.dumps(pool_cfg))
+    model = load_sentence_transformer(tmp_path)
+    assert model.padding_side == "left"
+    texts = ["the dog", "the lazy dog runs"]  # both shorter than max_seq_length with the prompt
+    prompt = "the fox: "
+    batch = model.prepare(texts, prompt=prompt)
+    lengths = [len(tok.encode(prompt + t).ids) for t in texts]
+    width = max(lengths)
+    assert width <= model.max_seq_length and lengths[0] < width
+    skip = len(tok.encode(prompt).ids) - 1  # [CLS] + the prompt's words
+    for row, n in enumerate(lengths):
+        want_mask = np.r_[np.zeros(width - n, int), np.ones(n, int)]
+        np.testing.assert_array_equal(batch["attention_mask"][row], want_mask)
+        np.testing.assert_array_equal(
+            batch["input_ids"][row, width - n :], tok.encode(prompt + texts[row]).ids
+        )
+        want_pool = want_mask.copy()
+        want_pool[width - n : width - n + skip] = 0
+        np.testing.assert_array_equal(batch["pool_mask"][row], want_pool)
+    # encode = the NumPy BERT over the left-padded batch (positions count from the first
+    # column, as in transformers), mean-pooled over the pooling mask
+    h = np_bert(tensors, cfg, batch["input_ids"], batch["attention_mask"])[-1]
+    pm = batch["pool_mask"]
+    want = (h * pm[..., None]).sum(1) / pm.sum(1, keepdims=True)
+    want = want / np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(model.encode(texts, prompt=prompt), want, atol=ATOL, rtol=0)
+
+
 def test_with_compute_dtype_shares_parameters_and_changes_the_matmuls(tmp_path):
     write_sentence_transformer(tmp_path, dense=[(8, "Tanh")])
     model = load_sentence_transformer(tmp_path)

@@ -16,7 +16,7 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer
 
 from jaxemb.encoders._family import module_tensors
-from jaxemb.encoders._hf import family_of
+from jaxemb.encoders._hf import SPECIAL_TOKEN_ROLES, family_of
 
 _TORCH_ACTIVATIONS = {
     "Tanh": "torch.nn.modules.activation.Tanh",
@@ -35,7 +35,23 @@ _POOL_FLAGS = (
     ("weighted_mean", "pooling_mode_weightedmean_tokens"),
     ("last_token", "pooling_mode_lasttoken"),
 )
-_SPECIAL = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
+_BERT_SPECIAL = {
+    "unk_token": "[UNK]",
+    "sep_token": "[SEP]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "mask_token": "[MASK]",
+}
+# Conventional tokens of each role, tried in order when the caller names none.
+_SPECIAL_CANDIDATES = {
+    "bos_token": ("<s>", "<bos>"),
+    "eos_token": ("</s>", "<eos>", "<|endoftext|>"),
+    "unk_token": ("[UNK]", "<unk>"),
+    "sep_token": ("[SEP]", "</s>"),
+    "pad_token": ("[PAD]", "<pad>", "<|endoftext|>"),
+    "cls_token": ("[CLS]", "<s>"),
+    "mask_token": ("[MASK]", "<mask>"),
+}
 
 
 def _check_target(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -92,42 +108,81 @@ def _hf_layout(encoder: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return hf, module_tensors(encoder, family.tensor_plan(encoder.config))
 
 
-def _tokenizer_files(tokenizer: Tokenizer, max_length: int) -> dict[str, str]:
+def _special_tokens(tokenizer: Tokenizer, given: Mapping[str, str] | None) -> dict[str, str]:
+    """The ``*_token`` entries of the tokenizer config: ``given`` (checked against the vocabulary),
+    else each role's conventional token when the vocabulary has it."""
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    if given is not None:
+        if not isinstance(given, Mapping):
+            raise ValueError(f"special_tokens must be a dict; got {type(given).__name__}")
+        out = {}
+        for role, token in given.items():
+            if role not in SPECIAL_TOKEN_ROLES or not isinstance(token, str):
+                raise ValueError(
+                    f"special_tokens must map roles {SPECIAL_TOKEN_ROLES} to token strings; got "
+                    f"{role!r}: {token!r}"
+                )
+            if token not in vocab:
+                raise ValueError(f"special_tokens[{role!r}] = {token!r} is not in the tokenizer")
+            out[role] = token
+        return out
+    return {
+        role: next(t for t in candidates if t in vocab)
+        for role, candidates in _SPECIAL_CANDIDATES.items()
+        if any(t in vocab for t in candidates)
+    }
+
+
+def _tokenizer_files(
+    tokenizer: Tokenizer,
+    max_length: int,
+    tokenizer_class: str,
+    special_tokens: Mapping[str, str] | None = None,
+    padding_side: str = "right",
+) -> dict[str, str]:
     """``tokenizer.json`` (no truncation or padding baked in) and its transformers configs."""
     if not isinstance(tokenizer, Tokenizer):
         raise ValueError(
             f"tokenizer must be a tokenizers.Tokenizer; got {type(tokenizer).__name__}"
         )
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left'; got {padding_side!r}")
     spec = json.loads(tokenizer.to_str())
     spec["truncation"] = None
     spec["padding"] = None
-    norm = spec.get("normalizer") or {}
-    lowercase = (
-        bool(norm.get("lowercase", False)) if norm.get("type") == "BertNormalizer" else False
-    )
-    vocab = tokenizer.get_vocab()
-    missing = [t for t in _SPECIAL if t not in vocab]
-    if missing:
-        raise ValueError(
-            f"tokenizer lacks the BERT special tokens {missing}; save_hf_encoder writes a "
-            "BertTokenizerFast"
-        )
-    special = {
-        "unk_token": "[UNK]",
-        "sep_token": "[SEP]",
-        "pad_token": "[PAD]",
-        "cls_token": "[CLS]",
-        "mask_token": "[MASK]",
-    }
-    config = {
-        "tokenizer_class": "BertTokenizerFast",
-        "do_lower_case": lowercase,
-        "strip_accents": None,
-        "tokenize_chinese_chars": True,
-        "clean_up_tokenization_spaces": True,
+    special = _special_tokens(tokenizer, special_tokens)
+    config: dict[str, Any] = {
+        "tokenizer_class": tokenizer_class,
         "model_max_length": int(max_length),
-        **special,
+        "padding_side": padding_side,
+        "clean_up_tokenization_spaces": False,
     }
+    if tokenizer_class == "BertTokenizerFast":
+        missing = [t for t in _BERT_SPECIAL.values() if t not in tokenizer.get_vocab()]
+        if missing:
+            raise ValueError(
+                f"tokenizer lacks the BERT special tokens {missing}; a BERT model's tokenizer is "
+                "written as a BertTokenizerFast"
+            )
+        norm = spec.get("normalizer") or {}
+        lowercase = norm.get("type") == "BertNormalizer" and bool(norm.get("lowercase", False))
+        special = dict(_BERT_SPECIAL)
+        config.update(
+            do_lower_case=lowercase,
+            strip_accents=None,
+            tokenize_chinese_chars=True,
+            clean_up_tokenization_spaces=True,
+        )
+    # transformers' RoBERTa/GPT-2 tokenizers rebuild their byte-level pre-tokenizer from the
+    # config's add_prefix_space (default false): carry over what tokenizer.json does.
+    pre = spec.get("pre_tokenizer") or {}
+    for step in pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]:
+        if step.get("type") == "ByteLevel":
+            config["add_prefix_space"] = bool(step.get("add_prefix_space", False))
+    post = spec.get("post_processor") or {}
+    if "trim_offsets" in post:
+        config["trim_offsets"] = bool(post["trim_offsets"])
+    config.update(special)
     return {
         "tokenizer.json": json.dumps(spec, ensure_ascii=False),
         "tokenizer_config.json": json.dumps(config, indent=2),
@@ -135,11 +190,22 @@ def _tokenizer_files(tokenizer: Tokenizer, max_length: int) -> dict[str, str]:
     }
 
 
-def _write_hf(directory: Path, encoder: Any, tokenizer: Tokenizer, max_length: int):
+def _write_hf(
+    directory: Path,
+    encoder: Any,
+    tokenizer: Tokenizer,
+    max_length: int,
+    special_tokens: Mapping[str, str] | None = None,
+    padding_side: str = "right",
+):
+    family = family_of(encoder)
+    files = _tokenizer_files(
+        tokenizer, max_length, family.tokenizer_class, special_tokens, padding_side
+    )
     hf, tensors = _hf_layout(encoder)
     (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    for name, text in _tokenizer_files(tokenizer, max_length).items():
+    for name, text in files.items():
         (directory / name).write_text(text, encoding="utf-8")
 
 
@@ -149,28 +215,37 @@ def save_hf_encoder(
     path: str | os.PathLike,
     *,
     overwrite: bool = False,
+    special_tokens: Mapping[str, str] | None = None,
+    padding_side: str = "right",
 ) -> Path:
-    """Writes a ``transformers``-loadable BERT directory: ``config.json``, ``model.safetensors``
-    and the tokenizer (``tokenizer.json``, ``tokenizer_config.json``,
-    ``special_tokens_map.json``).
+    """Writes a ``transformers``-loadable directory in the layout of the encoder's family.
 
-    ``AutoModel.from_pretrained(path)`` then gives the same ``last_hidden_state`` as
-    ``encoder``, and :func:`load_hf_encoder` reads it back bit for bit. The directory is written
-    in a staging folder beside ``path`` and moved into place when complete.
+    ``config.json`` and ``model.safetensors`` as ``save_pretrained`` writes them for the family
+    (``bert``, ...), and the tokenizer: ``tokenizer.json``, ``tokenizer_config.json`` (the
+    family's fast tokenizer class, the special tokens, ``padding_side``) and
+    ``special_tokens_map.json``. ``AutoModel.from_pretrained(path)`` then gives the same
+    ``last_hidden_state`` as ``encoder``, and :func:`load_hf_encoder` reads it back bit for bit.
+    The directory is written in a staging folder beside ``path`` and moved into place when
+    complete.
 
     Args:
-      encoder: a BERT-layout :class:`TransformerEncoder` (post-LN, learned positions), e.g. from
+      encoder: an encoder of one of the Hugging Face families, e.g. from
         :func:`load_hf_encoder` or a fine-tuned :class:`Embedder`'s ``encoder``.
-      tokenizer: its ``tokenizers.Tokenizer`` (with the BERT special tokens).
+      tokenizer: its ``tokenizers.Tokenizer`` (a BERT tokenizer needs the BERT special tokens).
       path: the directory to write.
       overwrite: replace an existing ``path`` (refused otherwise).
+      special_tokens: ``{"pad_token": "<pad>", ...}`` for the tokenizer config (roles
+        ``bos/eos/unk/sep/pad/cls/mask_token``); default: each role's conventional token that
+        the vocabulary holds.
+      padding_side: ``"right"`` or ``"left"`` (last-token-pooled decoders).
 
     Returns:
       The directory written.
 
     Raises:
-      ValueError: ``path`` exists (without ``overwrite``) or cannot be written, or the encoder
-        is not in the BERT layout — before anything is written.
+      ValueError: ``path`` exists (without ``overwrite``) or cannot be written, the encoder is
+        not one a Hugging Face layout holds, or the tokenizer lacks a special token —
+        before anything is written.
 
     Examples:
       >>> import tempfile, pathlib
@@ -181,18 +256,18 @@ def save_hf_encoder(
       ValueError: path ... already exists; pass overwrite=True to replace it ...
 
     References:
-      Hugging Face ``transformers`` ``PreTrainedModel.save_pretrained`` / ``BertModel`` layout
-      and ``BertTokenizerFast``.
+      Hugging Face ``transformers`` ``PreTrainedModel.save_pretrained`` (each family's layout)
+      and ``PreTrainedTokenizerFast.save_pretrained``.
     """
     target = _check_target(path, overwrite)
-    family_of(encoder).config_to_hf(encoder.config)  # refuses one no HF layout holds
-    if not isinstance(tokenizer, Tokenizer):
-        raise ValueError(
-            f"tokenizer must be a tokenizers.Tokenizer; got {type(tokenizer).__name__}"
-        )
+    family = family_of(encoder)
+    family.config_to_hf(encoder.config)  # refuses one no HF layout holds
+    _tokenizer_files(tokenizer, 1, family.tokenizer_class, special_tokens, padding_side)
     staging = _staging(target)
     try:
-        _write_hf(staging, encoder, tokenizer, encoder.config.max_positions)
+        _write_hf(
+            staging, encoder, tokenizer, encoder.config.max_positions, special_tokens, padding_side
+        )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -311,7 +386,10 @@ def save_sentence_transformer(
     if not isinstance(embedder, Embedder):
         raise ValueError(f"embedder must be an Embedder; got {type(embedder).__name__}")
     encoder = nnx.merge(embedder._graphdef, embedder.params["encoder"])
-    family_of(encoder).config_to_hf(encoder.config)  # refuses one no HF layout holds
+    family = family_of(encoder)
+    family.config_to_hf(encoder.config)  # refuses one no HF layout holds
+    special = embedder.special_tokens or None
+    _tokenizer_files(embedder.tokenizer, 1, family.tokenizer_class, special, embedder.padding_side)
     order = [mode for mode, _ in _POOL_FLAGS]
     positions = [order.index(m) if m in order else -1 for m in embedder.pooling]
     if -1 in positions or positions != sorted(positions) or len(set(positions)) != len(positions):
@@ -323,7 +401,14 @@ def save_sentence_transformer(
         raise ValueError(f"model_card must be a str or a dict; got {type(model_card).__name__}")
     staging = _staging(target)
     try:
-        _write_hf(staging, encoder, embedder.tokenizer, embedder.max_seq_length)
+        _write_hf(
+            staging,
+            encoder,
+            embedder.tokenizer,
+            embedder.max_seq_length,
+            special,
+            embedder.padding_side,
+        )
         (staging / "sentence_bert_config.json").write_text(
             json.dumps(
                 {"max_seq_length": embedder.max_seq_length, "do_lower_case": embedder.lowercase},

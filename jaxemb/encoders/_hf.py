@@ -23,11 +23,36 @@ from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from jaxemb.encoders._bert import BERT
+from jaxemb.encoders._distilbert import DISTILBERT
 from jaxemb.encoders._family import Family, variable_at
+from jaxemb.encoders._gemma3 import GEMMA3
+from jaxemb.encoders._modernbert import MODERNBERT
+from jaxemb.encoders._mpnet import MPNET
+from jaxemb.encoders._qwen3 import QWEN3
+from jaxemb.encoders._roberta import ROBERTA, XLM_ROBERTA
 from jaxemb.encoders._transformer import TENSOR_PARALLEL_RULES, param_shardings
 
 #: Every architecture family :func:`load_hf_encoder` reads.
-FAMILIES: tuple[Family, ...] = (BERT,)
+FAMILIES: tuple[Family, ...] = (
+    BERT,
+    MODERNBERT,
+    ROBERTA,
+    XLM_ROBERTA,
+    DISTILBERT,
+    MPNET,
+    QWEN3,
+    GEMMA3,
+)
+#: The special-token roles of a ``transformers`` tokenizer config.
+SPECIAL_TOKEN_ROLES = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
 #: ``config.json`` ``model_type`` values :func:`load_hf_encoder` reads.
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for f in FAMILIES for t in f.model_types)
 

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from jaxemb.encoders._hf import (
+    SPECIAL_TOKEN_ROLES,
     _read_json,
     check_tokenizer_fits,
     family_of,
@@ -135,6 +136,7 @@ class Embedder:
         never more than the position table.
       padding_side: ``"right"`` or ``"left"`` (decoders pooled at the last token, e.g.
         Qwen3-Embedding, pad on the left), as the tokenizer config says.
+      special_tokens: the tokenizer config's ``*_token`` entries (written back on export).
       pad_id: the id padded positions get (the tokenizer config's ``pad_token``, else
         ``[PAD]``, else the model config's ``pad_token_id``).
       dim: output width.
@@ -155,6 +157,7 @@ class Embedder:
         lowercase: bool = False,
         padding_side: str = "right",
         pad_token: str | None = None,
+        special_tokens: Mapping[str, str] | None = None,
     ):
         family_of(encoder)  # a ValueError for anything but a Hugging Face family's encoder
         if not isinstance(tokenizer, Tokenizer):
@@ -186,6 +189,7 @@ class Embedder:
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left'; got {padding_side!r}")
         self.padding_side = padding_side
+        self.special_tokens = dict(special_tokens or {})
         if pad_token is not None and self.tokenizer.token_to_id(pad_token) is None:
             raise ValueError(f"pad_token {pad_token!r} is not in the tokenizer's vocabulary")
         pad = self.tokenizer.token_to_id(pad_token if pad_token is not None else "[PAD]")
@@ -339,7 +343,11 @@ class Embedder:
         batch = self.tokenize(texts, max_length=max_length, pad_to=pad_to)
         pool_mask = batch["attention_mask"].copy()
         if prefix and not self.include_prompt:
-            pool_mask[:, : self._prompt_length(prefix)] = 0
+            # the prompt's tokens (and, with left padding, the padding before them), as
+            # sentence-transformers' Pooling excludes them
+            first_real = pool_mask.argmax(axis=1)[:, None]
+            columns = np.arange(pool_mask.shape[1])[None, :]
+            pool_mask[columns < first_real + self._prompt_length(prefix)] = 0
         batch["pool_mask"] = pool_mask
         return batch
 
@@ -676,11 +684,18 @@ def load_sentence_transformer(path: str | Path) -> Embedder:
         pad_token = pad_token.get("content")
     if not isinstance(pad_token, str) or tokenizer.token_to_id(pad_token) is None:
         pad_token = None
+    special = {}
+    for role in SPECIAL_TOKEN_ROLES:
+        token = tok_cfg.get(role)
+        token = token.get("content") if isinstance(token, dict) else token
+        if isinstance(token, str) and tokenizer.token_to_id(token) is not None:
+            special[role] = token
     return Embedder(
         encoder,
         tokenizer,
         padding_side=str(tok_cfg.get("padding_side", "right")),
         pad_token=pad_token,
+        special_tokens=special,
         pooling=modes,
         dense=dense,
         normalize=kinds[-1] == "Normalize",

@@ -155,6 +155,18 @@ class TransformerConfig:
     def dtype(self):
         return COMPUTE_DTYPES[self.compute_dtype]
 
+    @property
+    def position_table_size(self) -> int:
+        """Rows of the learned position table (``max_positions`` here; RoBERTa-style configs,
+        whose positions start after the padding index, have more)."""
+        return self.max_positions
+
+    @property
+    def attention_output_dropout(self) -> bool:
+        """Whether dropout applies to the attention branch before its residual (BERT: yes;
+        DistilBERT drops only the attention probabilities)."""
+        return True
+
 
 class EncoderOutput(NamedTuple):
     """What :class:`TransformerEncoder` returns.
@@ -236,10 +248,19 @@ def _meta(*names: str | None) -> dict:
     return {"out_sharding": names, "eager_sharding": False}
 
 
-def _linear(din: int, dout: int, axes: tuple[str | None, str | None], cfg, rngs) -> nnx.Linear:
+def _linear(
+    din: int,
+    dout: int,
+    axes: tuple[str | None, str | None],
+    cfg,
+    rngs,
+    *,
+    use_bias: bool = True,
+) -> nnx.Linear:
     return nnx.Linear(
         din,
         dout,
+        use_bias=use_bias,
         dtype=cfg.dtype,
         kernel_init=nnx.initializers.normal(cfg.initializer_range),
         kernel_metadata=_meta(*axes),
@@ -330,7 +351,7 @@ class SelfAttention(nnx.Module):
         scores = jnp.einsum("baqd,bakd->baqk", q, k, preferred_element_type=jnp.float32)
         scores = scores / jnp.sqrt(jnp.float32(self.cfg.head_dim))
         if bias is not None:
-            scores = scores + bias[None]
+            scores = scores + bias
         scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
         return jax.nn.softmax(scores, axis=-1)
 
@@ -340,7 +361,11 @@ class SelfAttention(nnx.Module):
         mask: jax.Array,
         rope: tuple[jax.Array, jax.Array] | None,
         rngs: nnx.Rngs | None,
+        attention_bias: jax.Array | None = None,
     ) -> jax.Array:
+        """Attention of ``x [B, T, H]`` over the keys ``mask [B, T]`` keeps; ``attention_bias``
+        (``[B or 1, A, T, T]`` float32, e.g. MPNet's relative position buckets) is added to the
+        scores with the position scheme's bias."""
         cfg = self.cfg
         split = lambda t: rearrange(t, "b t (a d) -> b t a d", a=cfg.num_heads)  # noqa: E731
         q, k, val = split(self.query(x)), split(self.key(x)), split(self.value(x))
@@ -350,6 +375,9 @@ class SelfAttention(nnx.Module):
         # this layout than with the head axis between the sequence and feature axes.
         q, k, val = (rearrange(t, "b t a d -> b a t d") for t in (q, k, val))
         bias = self.position_bias(x.shape[1])
+        bias = None if bias is None else bias[None]
+        if attention_bias is not None:
+            bias = attention_bias if bias is None else bias + attention_bias
         keep = mask[:, None, None, :]
         dropout_on = not self.attn_dropout.deterministic and self.attn_dropout.rate > 0
         if dropout_on or jax.default_backend() != "cpu":
@@ -360,13 +388,16 @@ class SelfAttention(nnx.Module):
             # On CPU, a few rows at a time: each row's [a, t, t] scores stay in cache instead of
             # the whole batch's going through memory (attention ~2x faster at t = 256).
             rows = max(1, (1 << 21) // (cfg.num_heads * x.shape[1] * x.shape[1]))
+            per_row = bias is not None and bias.shape[0] > 1  # a bias of its own per batch row
 
             def attend(row):  # one batch row (lax.map vectorises `rows` of them at a time)
-                rq, rk, rv, rkeep = (t[None] for t in row)
-                p = self._probs(rq, rk, rkeep, bias).astype(rv.dtype)
+                rq, rk, rv, rkeep = (t[None] for t in row[:4])
+                rbias = row[4][None] if per_row else bias
+                p = self._probs(rq, rk, rkeep, rbias).astype(rv.dtype)
                 return jnp.einsum("baqk,bakd->baqd", p, rv)[0]
 
-            ctx = jax.lax.map(attend, (q, k, val, keep), batch_size=min(rows, x.shape[0]))
+            inputs = (q, k, val, keep, bias) if per_row else (q, k, val, keep)
+            ctx = jax.lax.map(attend, inputs, batch_size=min(rows, x.shape[0]))
         return self.out(rearrange(ctx, "b a t d -> b t (a d)"))
 
 
@@ -391,15 +422,19 @@ class TransformerLayer(nnx.Module):
     def _mlp(self, x: jax.Array) -> jax.Array:
         return self.output(self.act(self.intermediate(x)))
 
-    def __call__(self, x, mask, rope, rngs):
+    def __call__(self, x, mask, rope, rngs, attention_bias=None):
         dtype = self.cfg.dtype
         if self.cfg.norm_position == "post":
-            a = self.attention(x.astype(dtype), mask, rope, rngs)
-            x = self.attention_norm(x + self.dropout(a, rngs=rngs).astype(jnp.float32))
+            a = self.attention(x.astype(dtype), mask, rope, rngs, attention_bias)
+            if self.cfg.attention_output_dropout:
+                a = self.dropout(a, rngs=rngs)
+            x = self.attention_norm(x + a.astype(jnp.float32))
             m = self._mlp(x.astype(dtype))
             return self.output_norm(x + self.dropout(m, rngs=rngs).astype(jnp.float32))
-        a = self.attention(self.attention_norm(x).astype(dtype), mask, rope, rngs)
-        x = x + self.dropout(a, rngs=rngs).astype(jnp.float32)
+        a = self.attention(self.attention_norm(x).astype(dtype), mask, rope, rngs, attention_bias)
+        if self.cfg.attention_output_dropout:
+            a = self.dropout(a, rngs=rngs)
+        x = x + a.astype(jnp.float32)
         m = self._mlp(self.output_norm(x).astype(dtype))
         return x + self.dropout(m, rngs=rngs).astype(jnp.float32)
 
@@ -466,7 +501,7 @@ class TransformerEncoder(nnx.Module):
         )
         self.position_embeddings = (
             nnx.Embed(
-                cfg.max_positions,
+                cfg.position_table_size,
                 cfg.hidden_size,
                 embedding_init=init,
                 embedding_metadata=_meta("positions", "embed"),
@@ -534,6 +569,18 @@ class TransformerEncoder(nnx.Module):
             raise ValueError("token_type_ids given but the config has type_vocab_size=0")
         return shape
 
+    def _learned_positions(self, input_ids: jax.Array | None, batch: int, length: int) -> jax.Array:
+        """The learned position embeddings ``[1 or B, T, H]`` added to the token embeddings:
+        positions ``0 .. T-1`` (subclasses compute them from the ids, e.g. RoBERTa)."""
+        del input_ids, batch
+        return self.position_embeddings.embedding[...][:length][None]
+
+    def _attention_bias(self, length: int) -> jax.Array | None:
+        """An additive attention bias ``[B or 1, A, T, T]`` shared by every layer (``None``
+        here; MPNet's relative position buckets)."""
+        del length
+        return None
+
     def __call__(
         self,
         input_ids: jax.Array | None,
@@ -562,16 +609,17 @@ class TransformerEncoder(nnx.Module):
             )
             x = x + self.token_type_embeddings.embedding[...][types]
         if self.position_embeddings is not None:
-            x = x + self.position_embeddings.embedding[...][:length][None]
+            x = x + self._learned_positions(input_ids, batch, length)
         elif cfg.position == "sinusoidal":
             x = x + jnp.asarray(sinusoidal_table(length, cfg.hidden_size))[None]
         if self.embeddings_norm is not None:
             x = self.embeddings_norm(x)
         x = self.dropout(x, rngs=rngs)
         rope = rope_frequencies(cfg, length) if cfg.position == "rope" else None
+        bias = self._attention_bias(length)
         hidden = [x]
         for layer in self.layers:
-            x = layer(x, mask, rope, rngs)
+            x = layer(x, mask, rope, rngs, bias)
             hidden.append(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
