@@ -26,6 +26,7 @@ from einops import rearrange
 from flax import nnx
 
 from jaxemb import _validate as v
+from jaxemb.encoders._attention import attend
 from jaxemb.encoders._family import TensorPlan
 from jaxemb.encoders._transformer import (
     ACTIVATIONS,
@@ -286,14 +287,6 @@ class DecoderAttention(nnx.Module):
         self.k_norm = RMSNorm(d, **norm)
         self.attn_dropout = nnx.Dropout(cfg.attention_dropout)
 
-    def _probs(self, q, k, keep):
-        """Softmax weights ``[b, K, G, q, k]`` (float32) of ``q [b, K, G, t, d]``, ``k [b, K, t,
-        d]`` over the keys ``keep [b, q, k]`` allows."""
-        scores = jnp.einsum("bngqd,bnkd->bngqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores * jnp.float32(self.cfg.attention_scale)
-        scores = jnp.where(keep[:, None, None], scores, jnp.finfo(jnp.float32).min)
-        return jax.nn.softmax(scores, axis=-1)
-
     def __call__(
         self,
         x: jax.Array,
@@ -303,31 +296,21 @@ class DecoderAttention(nnx.Module):
     ) -> jax.Array:
         cfg = self.cfg
         dtype = cfg.dtype
-        kv, group = cfg.num_kv_heads, cfg.num_heads // cfg.num_kv_heads
         split = lambda t: rearrange(t, "b t (a d) -> b t a d", d=cfg.head_dim)  # noqa: E731
         q = apply_rope(self.q_norm(split(self.q_proj(x))), *rope).astype(dtype)
         k = apply_rope(self.k_norm(split(self.k_proj(x))), *rope).astype(dtype)
         val = split(self.v_proj(x))
-        # Heads-major operands: queries [b, K, G, t, d] against their group's keys [b, K, t, d].
-        q = rearrange(q, "b t (n g) d -> b n g t d", n=kv, g=group)
-        k, val = (rearrange(t, "b t n d -> b n t d") for t in (k, val))
-        dropout_on = not self.attn_dropout.deterministic and self.attn_dropout.rate > 0
-        if dropout_on or jax.default_backend() != "cpu":
-            probs = self.attn_dropout(self._probs(q, k, keep), rngs=rngs).astype(val.dtype)
-            ctx = jnp.einsum("bngqk,bnkd->bngqd", probs, val)
-        else:
-            # On CPU, a few batch rows at a time so each row's scores stay in cache (as
-            # TransformerEncoder's SelfAttention does).
-            length = x.shape[1]
-            rows = max(1, (1 << 21) // (cfg.num_heads * length * length))
-
-            def attend(row):
-                rq, rk, rv, rkeep = (t[None] for t in row)
-                p = self._probs(rq, rk, rkeep).astype(rv.dtype)
-                return jnp.einsum("bngqk,bnkd->bngqd", p, rv)[0]
-
-            ctx = jax.lax.map(attend, (q, k, val, keep), batch_size=min(rows, x.shape[0]))
-        return self.o_proj(rearrange(ctx, "b n g t d -> b t (n g d)"))
+        q, k, val = (rearrange(t, "b t n d -> b n t d") for t in (q, k, val))
+        ctx = attend(
+            q,
+            k,
+            val,
+            keep[:, None],
+            scale=cfg.attention_scale,
+            dropout=self.attn_dropout,
+            rngs=rngs,
+        )
+        return self.o_proj(rearrange(ctx, "b a t d -> b t (a d)"))
 
 
 class GatedMLP(nnx.Module):

@@ -25,6 +25,7 @@ from einops import rearrange
 from flax import nnx
 
 from jaxemb import _validate as v
+from jaxemb.encoders._attention import attend
 from jaxemb.encoders._bert import HF_ACTIVATION_NAMES, hf_activation, require_keys
 from jaxemb.encoders._family import Family, TensorPlan
 from jaxemb.encoders._transformer import ACTIVATIONS, COMPUTE_DTYPES, EncoderOutput, _meta
@@ -206,12 +207,6 @@ class ModernBertAttention(nnx.Module):
         self.attn_dropout = nnx.Dropout(cfg.attention_dropout)
         self.out_dropout = nnx.Dropout(cfg.attention_dropout)
 
-    def _probs(self, q, k, keep):
-        scores = jnp.einsum("baqd,bakd->baqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores / jnp.sqrt(jnp.float32(self.cfg.head_dim))
-        scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
-        return jax.nn.softmax(scores, axis=-1)
-
     def __call__(self, x, keep, rope, rngs):
         """``x [B, T, H]`` (compute dtype), ``keep [B, 1, 1 or T, T]`` bool (the keys each
         query attends to), ``rope`` ``(cos, sin)`` ``[B, T, d]`` -> ``[B, T, H]``."""
@@ -221,21 +216,15 @@ class ModernBertAttention(nnx.Module):
         )
         q, k = _rotate(q, *rope), _rotate(k, *rope)
         q, k, val = (rearrange(t, "b t a d -> b a t d") for t in (q, k, val))
-        dropout_on = not self.attn_dropout.deterministic and self.attn_dropout.rate > 0
-        if dropout_on or jax.default_backend() != "cpu":
-            probs = self.attn_dropout(self._probs(q, k, keep), rngs=rngs).astype(val.dtype)
-            ctx = jnp.einsum("baqk,bakd->baqd", probs, val)
-        else:
-            # As TransformerEncoder on CPU: a few batch rows at a time keep each row's
-            # [a, t, t] scores in cache.
-            rows = max(1, (1 << 21) // (cfg.num_heads * x.shape[1] * x.shape[1]))
-
-            def attend(row):
-                rq, rk, rv, rkeep = (t[None] for t in row)
-                p = self._probs(rq, rk, rkeep).astype(rv.dtype)
-                return jnp.einsum("baqk,bakd->baqd", p, rv)[0]
-
-            ctx = jax.lax.map(attend, (q, k, val, keep), batch_size=min(rows, x.shape[0]))
+        ctx = attend(
+            q,
+            k,
+            val,
+            keep,
+            scale=cfg.head_dim**-0.5,
+            dropout=self.attn_dropout,
+            rngs=rngs,
+        )
         return self.out_dropout(self.out(rearrange(ctx, "b a t d -> b t (a d)")), rngs=rngs)
 
 

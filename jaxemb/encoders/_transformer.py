@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxemb import _validate as v
+from jaxemb.encoders._attention import attend
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -346,15 +347,6 @@ class SelfAttention(nnx.Module):
             return -r1 * dist**r2
         return None
 
-    def _probs(self, q, k, keep, bias):
-        """Softmax attention weights ``[b, a, q, k]`` (float32) of heads-major ``q``, ``k``."""
-        scores = jnp.einsum("baqd,bakd->baqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores / jnp.sqrt(jnp.float32(self.cfg.head_dim))
-        if bias is not None:
-            scores = scores + bias
-        scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
-        return jax.nn.softmax(scores, axis=-1)
-
     def __call__(
         self,
         x: jax.Array,
@@ -378,26 +370,16 @@ class SelfAttention(nnx.Module):
         bias = None if bias is None else bias[None]
         if attention_bias is not None:
             bias = attention_bias if bias is None else bias + attention_bias
-        keep = mask[:, None, None, :]
-        dropout_on = not self.attn_dropout.deterministic and self.attn_dropout.rate > 0
-        if dropout_on or jax.default_backend() != "cpu":
-            probs = self._probs(q, k, keep, bias)
-            probs = self.attn_dropout(probs, rngs=rngs).astype(val.dtype)
-            ctx = jnp.einsum("baqk,bakd->baqd", probs, val)
-        else:
-            # On CPU, a few rows at a time: each row's [a, t, t] scores stay in cache instead of
-            # the whole batch's going through memory (attention ~2x faster at t = 256).
-            rows = max(1, (1 << 21) // (cfg.num_heads * x.shape[1] * x.shape[1]))
-            per_row = bias is not None and bias.shape[0] > 1  # a bias of its own per batch row
-
-            def attend(row):  # one batch row (lax.map vectorises `rows` of them at a time)
-                rq, rk, rv, rkeep = (t[None] for t in row[:4])
-                rbias = row[4][None] if per_row else bias
-                p = self._probs(rq, rk, rkeep, rbias).astype(rv.dtype)
-                return jnp.einsum("baqk,bakd->baqd", p, rv)[0]
-
-            inputs = (q, k, val, keep, bias) if per_row else (q, k, val, keep)
-            ctx = jax.lax.map(attend, inputs, batch_size=min(rows, x.shape[0]))
+        ctx = attend(
+            q,
+            k,
+            val,
+            mask[:, None, None, :],
+            scale=cfg.head_dim**-0.5,
+            bias=bias,
+            dropout=self.attn_dropout,
+            rngs=rngs,
+        )
         return self.out(rearrange(ctx, "b a t d -> b t (a d)"))
 
 
