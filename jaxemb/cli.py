@@ -5,7 +5,7 @@ Subcommands:
 - ``jaxemb analyze emb.npy [--labels labels.npy] [--other other.npy] --out DIR`` writes
   ``DIR/report.md`` with every diagnostic of :mod:`jaxemb.analysis` and its plots.
 - ``jaxemb embed --model DIR --input texts.txt --output emb.npy [--batch-size N]`` embeds one
-  text per line with a sentence-transformers (or plain BERT-family Hugging Face) checkpoint,
+  text per line with a sentence-transformers (or plain Hugging Face encoder) checkpoint,
   sharded over the local devices, with a progress bar.
 
 Adding a subcommand: write ``_add_<name>(subparsers)`` that creates its parser and sets
@@ -413,13 +413,14 @@ def _add_embed(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "embed",
-        help="embed one text per line with a sentence-transformers / BERT checkpoint",
+        help="embed one text per line with a sentence-transformers / Hugging Face checkpoint",
         description=(
             "Reads TEXTS (UTF-8, one text per line, empty lines included) and writes their "
             "embeddings [N, D] float32 to OUTPUT. MODEL is a sentence-transformers directory "
             "(modules.json: Transformer, Pooling, optional Dense and Normalize) or a plain "
-            "Hugging Face BERT-family directory (pooled with --pooling). Inputs longer than the "
-            "model's max_seq_length are truncated. Batches are sharded over the local devices."
+            "Hugging Face directory of a supported family (pooled with --pooling). Inputs "
+            "longer than the model's max_seq_length are truncated. Batches are sharded over "
+            "the local devices."
         ),
     )
     p.add_argument("--model", required=True, help="model directory")
