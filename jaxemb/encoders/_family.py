@@ -45,6 +45,21 @@ class Family:
       renames: legacy suffixes mapped to current ones (``"LayerNorm.gamma" -> "LayerNorm.weight"``).
       tokenizer_class: the ``transformers`` fast tokenizer class written on export.
       examples: published checkpoints of this family, for the README and messages.
+
+    Examples:
+      >>> from jaxemb.encoders._hf import FAMILIES, family_for_model_type
+      >>> bert = family_for_model_type("bert")
+      >>> bert.name, len(bert.tensor_plan(bert.config_from_hf({"vocab_size": 10,
+      ...     "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2}, "x")))
+      ('BERT', 21)
+      >>> bert.canonical_names(["bert.embeddings.LayerNorm.gamma"])
+      {'embeddings.LayerNorm.weight': 'bert.embeddings.LayerNorm.gamma'}
+      >>> sorted(t for f in FAMILIES for t in f.model_types)[:3]
+      ['bert', 'distilbert', 'gemma3_text']
+
+    References:
+      Hugging Face ``transformers`` ``PreTrainedModel.save_pretrained`` / ``from_pretrained``
+      (checkpoint names and ``config.json`` of each architecture).
     """
 
     name: str
