@@ -1,14 +1,22 @@
-"""Exact search, k-means and retrieval metrics (shared/design/analysis.md, section Retrieval)."""
+"""Exact search, quantization, k-means and retrieval metrics.
+
+See shared/design/analysis.md (section Retrieval) and shared/design/roadmap.md ("Retrieval and
+compression").
+"""
 
 from jaxemb.retrieval._kmeans import KMeans as KMeans
 from jaxemb.retrieval._kmeans import kmeans as kmeans
 from jaxemb.retrieval._metrics import evaluate_retrieval as evaluate_retrieval
 from jaxemb.retrieval._metrics import retrieval_metrics as retrieval_metrics
 from jaxemb.retrieval._metrics import sts_spearman as sts_spearman
+from jaxemb.retrieval._quantize import quantize_embeddings as quantize_embeddings
+from jaxemb.retrieval._rescore import search_with_rescoring as search_with_rescoring
 from jaxemb.retrieval._search import search as search
 
 __all__ = [
     "search",
+    "quantize_embeddings",
+    "search_with_rescoring",
     "kmeans",
     "KMeans",
     "retrieval_metrics",
