@@ -28,7 +28,14 @@ from jaxemb import _validate as v
 from jaxemb.encoders._attention import attend
 from jaxemb.encoders._bert import HF_ACTIVATION_NAMES, hf_activation, require_keys
 from jaxemb.encoders._family import Family, TensorPlan
-from jaxemb.encoders._transformer import ACTIVATIONS, COMPUTE_DTYPES, EncoderOutput, _meta
+from jaxemb.encoders._transformer import (
+    ACTIVATIONS,
+    COMPUTE_DTYPES,
+    EncoderOutput,
+    _layer_norm,
+    _linear,
+    _meta,
+)
 
 #: The attention kinds of ``layer_types`` (``transformers`` 5 names).
 LAYER_TYPES = ("full_attention", "sliding_attention")
@@ -153,30 +160,8 @@ class ModernBertConfig:
         return default_layer_types(self.num_layers, self.global_attn_every_n_layers)
 
 
-def _dense(din: int, dout: int, axes, bias: bool, cfg: ModernBertConfig, rngs) -> nnx.Linear:
-    return nnx.Linear(
-        din,
-        dout,
-        use_bias=bias,
-        dtype=cfg.dtype,
-        kernel_init=nnx.initializers.normal(cfg.initializer_range),
-        kernel_metadata=_meta(*axes),
-        bias_metadata=_meta(axes[1]),
-        rngs=rngs,
-    )
-
-
 def _norm(cfg: ModernBertConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(
-        cfg.hidden_size,
-        epsilon=cfg.norm_eps,
-        use_bias=cfg.norm_bias,
-        dtype=jnp.float32,
-        use_fast_variance=False,
-        scale_metadata=_meta("embed"),
-        bias_metadata=_meta("embed"),
-        rngs=rngs,
-    )
+    return _layer_norm(cfg, rngs, epsilon=cfg.norm_eps, use_bias=cfg.norm_bias)
 
 
 def rotary_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
@@ -202,8 +187,8 @@ class ModernBertAttention(nnx.Module):
     def __init__(self, cfg: ModernBertConfig, *, rngs: nnx.Rngs):
         h = cfg.hidden_size
         self.cfg = cfg
-        self.qkv = _dense(h, 3 * h, ("embed", "heads"), cfg.attention_bias, cfg, rngs)
-        self.out = _dense(h, h, ("heads", "embed"), cfg.attention_bias, cfg, rngs)
+        self.qkv = _linear(h, 3 * h, ("embed", "heads"), cfg, rngs, use_bias=cfg.attention_bias)
+        self.out = _linear(h, h, ("heads", "embed"), cfg, rngs, use_bias=cfg.attention_bias)
         self.attn_dropout = nnx.Dropout(cfg.attention_dropout)
         self.out_dropout = nnx.Dropout(cfg.attention_dropout)
 
@@ -233,8 +218,8 @@ class ModernBertMLP(nnx.Module):
 
     def __init__(self, cfg: ModernBertConfig, *, rngs: nnx.Rngs):
         h, i = cfg.hidden_size, cfg.intermediate_size
-        self.wi = _dense(h, 2 * i, ("embed", "mlp"), cfg.mlp_bias, cfg, rngs)
-        self.wo = _dense(i, h, ("mlp", "embed"), cfg.mlp_bias, cfg, rngs)
+        self.wi = _linear(h, 2 * i, ("embed", "mlp"), cfg, rngs, use_bias=cfg.mlp_bias)
+        self.wo = _linear(i, h, ("mlp", "embed"), cfg, rngs, use_bias=cfg.mlp_bias)
         self.dropout = nnx.Dropout(cfg.mlp_dropout)
         self.act = ACTIVATIONS[cfg.activation]
 

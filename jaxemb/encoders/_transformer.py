@@ -270,10 +270,14 @@ def _linear(
     )
 
 
-def _layer_norm(cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+def _layer_norm(
+    cfg, rngs: nnx.Rngs, *, epsilon: float | None = None, use_bias: bool = True
+) -> nnx.LayerNorm:
+    """A float32 layer norm over ``hidden_size`` (epsilon: the config's ``layer_norm_eps``)."""
     return nnx.LayerNorm(
         cfg.hidden_size,
-        epsilon=cfg.layer_norm_eps,
+        epsilon=cfg.layer_norm_eps if epsilon is None else epsilon,
+        use_bias=use_bias,
         dtype=jnp.float32,
         use_fast_variance=False,
         scale_metadata=_meta("embed"),
