@@ -12,4 +12,4 @@ if [ "${1:-}" = "--isa" ]; then
   export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_max_isa=$2"
   shift 2
 fi
-exec .venv/bin/python -m pytest -n 2 jaxemb tests "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadgroup jaxemb tests "$@"

@@ -83,3 +83,10 @@ def shared_data_dir(tmp_path_factory):
     path = root / "shared_tfds"
     path.mkdir(exist_ok=True)
     return str(path)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow end-to-end tests go first: pytest-xdist hands tests out in this order, so the long
+    ones start while the many short ones fill the other worker, instead of one of them starting
+    last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable

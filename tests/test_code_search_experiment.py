@@ -20,6 +20,10 @@ from experiments import code_search as cs
 from jaxemb import data
 from jaxemb.encoders import load_sentence_transformer
 
+# End-to-end (scheduled first by tests/conftest.py); one worker runs the whole module, so the
+# module-scoped fine-tuning run is made once, not once per pytest-xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("code_search_experiment")]
+
 N_TRAIN, N_TEST = 512, 256
 CONFIG = dict(
     train_limit=N_TRAIN,

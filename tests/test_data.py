@@ -400,6 +400,7 @@ def test_planted_small_atoms_codes_and_noise(planted_small, data_dir):
     assert not np.array_equal(arrays["train"]["x"][:100], arrays["test"]["x"][:100])
 
 
+@pytest.mark.slow
 def test_planted_default_statistics(shared_data_dir):
     data_dir = shared_data_dir
     cfg = data.PlantedDictionary.builder_configs["default"]

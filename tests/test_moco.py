@@ -7,6 +7,7 @@ import pytest
 from experiments import moco
 
 
+@pytest.mark.slow
 def test_moco_matches_simclr_knn_at_equal_steps(tmp_path_factory, shared_data_dir):
     # Reduced from the defaults (2000 steps of 256) to keep the suite fast; both methods get the
     # same model, data order, schedule and number of steps.

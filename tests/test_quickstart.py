@@ -15,6 +15,7 @@ def data_dir(shared_data_dir):
 FAST = dict(probe_steps=100, sae_steps=150, sae_latents=128, sae_k=4, log_every=20)
 
 
+@pytest.mark.slow
 def test_quickstart_learns_then_resumes_and_guards_its_checkpoints(tmp_path, data_dir):
     """One reduced run, then its bookkeeping on the same workdir (one training, one compile):
     the learned embedding beats random init; re-running the finished run only evaluates (same

@@ -14,6 +14,8 @@ from flax import nnx
 
 from jaxemb import data, sae
 
+pytestmark = pytest.mark.slow  # end-to-end: scheduled first by tests/conftest.py
+
 BATCH = 1024
 D_SAE = 512
 
