@@ -78,25 +78,20 @@ def bert_config_from_hf(hf: dict[str, Any], where: str = "config.json") -> Trans
     )
 
 
-def check_bert_layout(cfg: TransformerConfig) -> None:
-    """Refuses a :class:`TransformerConfig` that the BERT checkpoint layout cannot hold."""
-    problems = []
+def check_post_ln_learned(cfg: TransformerConfig, family: str) -> None:
+    """Refuses settings a post-LN, learned-position checkpoint layout (BERT, RoBERTa, MPNet,
+    DistilBERT) cannot hold, naming the ``family``."""
     if cfg.norm_position != "post":
-        problems.append(f"norm_position={cfg.norm_position!r} (BERT is 'post')")
+        raise ValueError(f"norm_position must be 'post' for {family}; got {cfg.norm_position!r}")
     if cfg.position != "learned":
-        problems.append(f"position={cfg.position!r} (BERT is 'learned')")
+        raise ValueError(f"position must be 'learned' for {family}; got {cfg.position!r}")
     if cfg.activation not in HF_ACTIVATION_NAMES:
-        problems.append(f"activation={cfg.activation!r}")
-    if problems:
-        raise ValueError(
-            "the BERT checkpoint layout (model_type 'bert') cannot hold this encoder: "
-            + ", ".join(problems)
-        )
+        raise ValueError(f"activation {cfg.activation!r} has no transformers name")
 
 
 def bert_config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
     """The ``config.json`` of ``BertModel`` for ``cfg``."""
-    check_bert_layout(cfg)
+    check_post_ln_learned(cfg, "the BERT layout (model_type 'bert')")
     return {
         "architectures": ["BertModel"],
         "model_type": "bert",
@@ -110,7 +105,7 @@ def bert_config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
         "attention_probs_dropout_prob": (
             cfg.dropout if cfg.attention_dropout is None else cfg.attention_dropout
         ),
-        "max_position_embeddings": cfg.max_positions,
+        "max_position_embeddings": cfg.position_table_size,
         "type_vocab_size": cfg.type_vocab_size,
         "initializer_range": cfg.initializer_range,
         "layer_norm_eps": cfg.layer_norm_eps,
@@ -160,26 +155,34 @@ BERT_LAYER_NAMES = {
 }
 
 
-def bert_tensor_plan(cfg: TransformerConfig) -> TensorPlan:
-    """Every ``BertModel`` tensor (the pooler excepted) and where it goes."""
+def bert_embeddings_plan(cfg: TransformerConfig) -> TensorPlan:
+    """The word and position tables and the embedding layer norm (``embeddings.*``), as BERT,
+    RoBERTa, MPNet and DistilBERT store them; the position table has
+    ``cfg.position_table_size`` rows."""
     h = cfg.hidden_size
-    plan: TensorPlan = {
+    return {
         "embeddings.word_embeddings.weight": (
             (cfg.vocab_size, h),
             ("word_embeddings", "embedding"),
             False,
         ),
         "embeddings.position_embeddings.weight": (
-            (cfg.max_positions, h),
+            (cfg.position_table_size, h),
             ("position_embeddings", "embedding"),
             False,
         ),
         "embeddings.LayerNorm.weight": ((h,), ("embeddings_norm", "scale"), False),
         "embeddings.LayerNorm.bias": ((h,), ("embeddings_norm", "bias"), False),
     }
+
+
+def bert_tensor_plan(cfg: TransformerConfig) -> TensorPlan:
+    """Every ``BertModel`` tensor (the pooler excepted) and where it goes (also RoBERTa's and
+    XLM-RoBERTa's, whose names are BERT's)."""
+    plan = bert_embeddings_plan(cfg)
     if cfg.type_vocab_size:
         plan["embeddings.token_type_embeddings.weight"] = (
-            (cfg.type_vocab_size, h),
+            (cfg.type_vocab_size, cfg.hidden_size),
             ("token_type_embeddings", "embedding"),
             False,
         )

@@ -15,9 +15,15 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxemb.encoders._bert import HF_ACTIVATION_NAMES, bert_layer_plan, hf_activation, require_keys
+from jaxemb.encoders._bert import (
+    HF_ACTIVATION_NAMES,
+    bert_embeddings_plan,
+    bert_layer_plan,
+    check_post_ln_learned,
+    hf_activation,
+    require_keys,
+)
 from jaxemb.encoders._family import Family, TensorPlan
-from jaxemb.encoders._roberta import check_post_ln_learned
 from jaxemb.encoders._transformer import TransformerConfig, TransformerEncoder, sinusoidal_table
 
 #: DistilBERT's layer norms have this epsilon, whatever the config says.
@@ -171,21 +177,7 @@ DISTILBERT_LAYER_NAMES = {
 
 def distilbert_tensor_plan(cfg: DistilBertConfig) -> TensorPlan:
     """Every ``DistilBertModel`` tensor and where it goes."""
-    h = cfg.hidden_size
-    plan: TensorPlan = {
-        "embeddings.word_embeddings.weight": (
-            (cfg.vocab_size, h),
-            ("word_embeddings", "embedding"),
-            False,
-        ),
-        "embeddings.position_embeddings.weight": (
-            (cfg.max_positions, h),
-            ("position_embeddings", "embedding"),
-            False,
-        ),
-        "embeddings.LayerNorm.weight": ((h,), ("embeddings_norm", "scale"), False),
-        "embeddings.LayerNorm.bias": ((h,), ("embeddings_norm", "bias"), False),
-    }
+    plan = bert_embeddings_plan(cfg)
     for n in range(cfg.num_layers):
         plan.update(bert_layer_plan(cfg, f"transformer.layer.{n}.", n, DISTILBERT_LAYER_NAMES))
     return plan

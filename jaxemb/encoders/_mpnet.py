@@ -22,12 +22,14 @@ from flax import nnx
 from jaxemb import _validate as v
 from jaxemb.encoders._bert import (
     HF_ACTIVATION_NAMES,
+    bert_embeddings_plan,
     bert_layer_plan,
+    check_post_ln_learned,
     hf_activation,
     require_keys,
 )
 from jaxemb.encoders._family import Family, TensorPlan
-from jaxemb.encoders._roberta import check_post_ln_learned, padded_position_ids
+from jaxemb.encoders._roberta import padded_position_ids
 from jaxemb.encoders._transformer import TransformerConfig, TransformerEncoder, _meta
 
 #: ``MPNetEmbeddings`` counts positions after this padding index, whatever ``pad_token_id`` is.
@@ -275,26 +277,16 @@ MPNET_LAYER_NAMES = {
 
 def mpnet_tensor_plan(cfg: MPNetConfig) -> TensorPlan:
     """Every ``MPNetModel`` tensor (the pooler excepted) and where it goes."""
-    h = cfg.hidden_size
-    plan: TensorPlan = {
-        "embeddings.word_embeddings.weight": (
-            (cfg.vocab_size, h),
-            ("word_embeddings", "embedding"),
-            False,
-        ),
-        "embeddings.position_embeddings.weight": (
-            (cfg.position_table_size, h),
-            ("position_embeddings", "embedding"),
-            False,
-        ),
-        "embeddings.LayerNorm.weight": ((h,), ("embeddings_norm", "scale"), False),
-        "embeddings.LayerNorm.bias": ((h,), ("embeddings_norm", "bias"), False),
-        "encoder.relative_attention_bias.weight": (
-            (cfg.relative_attention_num_buckets, cfg.num_heads),
-            ("relative_attention_bias", "embedding"),
-            False,
-        ),
-    }
+    plan = bert_embeddings_plan(cfg)
+    plan.update(
+        {
+            "encoder.relative_attention_bias.weight": (
+                (cfg.relative_attention_num_buckets, cfg.num_heads),
+                ("relative_attention_bias", "embedding"),
+                False,
+            ),
+        }
+    )
     for n in range(cfg.num_layers):
         plan.update(bert_layer_plan(cfg, f"encoder.layer.{n}.", n, MPNET_LAYER_NAMES))
     return plan

@@ -19,11 +19,12 @@ from flax import nnx
 
 from jaxemb import _validate as v
 from jaxemb.encoders._bert import (
-    HF_ACTIVATION_NAMES,
     bert_config_from_hf,
+    bert_config_to_hf,
     bert_tensor_plan,
+    check_post_ln_learned,
 )
-from jaxemb.encoders._family import Family, TensorPlan
+from jaxemb.encoders._family import Family
 from jaxemb.encoders._transformer import TransformerConfig, TransformerEncoder
 
 
@@ -53,16 +54,6 @@ def padded_position_ids(input_ids: jax.Array, padding_idx: int) -> jax.Array:
     """
     real = (jnp.asarray(input_ids) != padding_idx).astype(jnp.int32)
     return jnp.cumsum(real, axis=1) * real + padding_idx
-
-
-def check_post_ln_learned(cfg: TransformerConfig, family: str) -> None:
-    """Refuses settings a post-LN, learned-position family (RoBERTa, MPNet, DistilBERT) lacks."""
-    if cfg.norm_position != "post":
-        raise ValueError(f"norm_position must be 'post' for {family}; got {cfg.norm_position!r}")
-    if cfg.position != "learned":
-        raise ValueError(f"position must be 'learned' for {family}; got {cfg.position!r}")
-    if cfg.activation not in HF_ACTIVATION_NAMES:  # every ACTIVATIONS entry has a name today
-        raise ValueError(f"activation {cfg.activation!r} has no transformers name")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,29 +218,9 @@ def xlm_roberta_config_from_hf(hf: dict[str, Any], where: str = "config.json") -
 
 def _roberta_config_to_hf(cfg: RobertaConfig, model_type: str, arch: str) -> dict[str, Any]:
     check_post_ln_learned(cfg, type(cfg).__name__)
-    return {
-        "architectures": [arch],
-        "model_type": model_type,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "num_hidden_layers": cfg.num_layers,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": cfg.intermediate_size,
-        "hidden_act": HF_ACTIVATION_NAMES[cfg.activation],
-        "hidden_dropout_prob": cfg.dropout,
-        "attention_probs_dropout_prob": (
-            cfg.dropout if cfg.attention_dropout is None else cfg.attention_dropout
-        ),
-        "max_position_embeddings": cfg.position_table_size,
-        "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": cfg.initializer_range,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "pad_token_id": cfg.pad_token_id,
-        "bos_token_id": 0,
-        "eos_token_id": 2,
-        "position_embedding_type": "absolute",
-        "torch_dtype": "float32",
-    }
+    hf = bert_config_to_hf(cfg)  # BERT's keys; the table has position_table_size rows
+    hf.update(architectures=[arch], model_type=model_type, bos_token_id=0, eos_token_id=2)
+    return hf
 
 
 def roberta_config_to_hf(cfg: RobertaConfig) -> dict[str, Any]:
@@ -262,16 +233,6 @@ def xlm_roberta_config_to_hf(cfg: XLMRobertaConfig) -> dict[str, Any]:
     return _roberta_config_to_hf(cfg, "xlm-roberta", "XLMRobertaModel")
 
 
-def roberta_tensor_plan(cfg: RobertaConfig) -> TensorPlan:
-    """Every ``RobertaModel`` tensor (the pooler excepted): BERT's names, with the position
-    table's ``max_positions + pad_token_id + 1`` rows."""
-    plan = bert_tensor_plan(cfg)
-    name = "embeddings.position_embeddings.weight"
-    _, path, transpose = plan[name]
-    plan[name] = ((cfg.position_table_size, cfg.hidden_size), path, transpose)
-    return plan
-
-
 ROBERTA = Family(
     name="RoBERTa",
     model_types=("roberta",),
@@ -279,7 +240,7 @@ ROBERTA = Family(
     config_class=RobertaConfig,
     config_from_hf=roberta_config_from_hf,
     config_to_hf=roberta_config_to_hf,
-    tensor_plan=roberta_tensor_plan,
+    tensor_plan=bert_tensor_plan,
     checkpoint_prefixes=("roberta.",),
     tokenizer_class="RobertaTokenizerFast",
     examples=("sentence-transformers/all-distilroberta-v1", "FacebookAI/roberta-base"),
@@ -292,7 +253,7 @@ XLM_ROBERTA = Family(
     config_class=XLMRobertaConfig,
     config_from_hf=xlm_roberta_config_from_hf,
     config_to_hf=xlm_roberta_config_to_hf,
-    tensor_plan=roberta_tensor_plan,
+    tensor_plan=bert_tensor_plan,
     checkpoint_prefixes=("roberta.",),
     tokenizer_class="XLMRobertaTokenizerFast",
     examples=(
