@@ -6,6 +6,8 @@ compression").
 
 from jaxemb.retrieval._kmeans import KMeans as KMeans
 from jaxemb.retrieval._kmeans import kmeans as kmeans
+from jaxemb.retrieval._maxsim import maxsim as maxsim
+from jaxemb.retrieval._maxsim import maxsim_pairwise as maxsim_pairwise
 from jaxemb.retrieval._metrics import evaluate_retrieval as evaluate_retrieval
 from jaxemb.retrieval._metrics import retrieval_metrics as retrieval_metrics
 from jaxemb.retrieval._metrics import sts_spearman as sts_spearman
@@ -22,4 +24,6 @@ __all__ = [
     "retrieval_metrics",
     "evaluate_retrieval",
     "sts_spearman",
+    "maxsim",
+    "maxsim_pairwise",
 ]
