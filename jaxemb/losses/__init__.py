@@ -14,6 +14,7 @@ from jaxemb.losses._margin import margin_info_nce as margin_info_nce
 from jaxemb.losses._matryoshka import matryoshka as matryoshka
 from jaxemb.losses._matryoshka_2d import adaptive_layer as adaptive_layer
 from jaxemb.losses._matryoshka_2d import matryoshka_2d as matryoshka_2d
+from jaxemb.losses._multi_vector import multi_vector_info_nce as multi_vector_info_nce
 from jaxemb.losses._nt_xent import nt_xent as nt_xent
 from jaxemb.losses._pairs import contrastive_pair as contrastive_pair
 from jaxemb.losses._pairs import online_contrastive as online_contrastive
@@ -64,6 +65,7 @@ __all__ = [
     "margin_mse",
     "matryoshka",
     "matryoshka_2d",
+    "multi_vector_info_nce",
     "nt_xent",
     "online_contrastive",
     "sigmoid_loss",

@@ -4,6 +4,7 @@ See shared/design/analysis.md (section Retrieval) and shared/design/roadmap.md (
 compression").
 """
 
+from jaxemb.losses._multi_vector import multi_vector_info_nce as multi_vector_info_nce
 from jaxemb.retrieval._kmeans import KMeans as KMeans
 from jaxemb.retrieval._kmeans import kmeans as kmeans
 from jaxemb.retrieval._maxsim import maxsim as maxsim
@@ -14,6 +15,8 @@ from jaxemb.retrieval._metrics import sts_spearman as sts_spearman
 from jaxemb.retrieval._quantize import quantize_embeddings as quantize_embeddings
 from jaxemb.retrieval._rescore import search_with_rescoring as search_with_rescoring
 from jaxemb.retrieval._search import search as search
+from jaxemb.retrieval._token_head import TokenEmbeddingHead as TokenEmbeddingHead
+from jaxemb.retrieval._token_head import token_skiplist as token_skiplist
 
 __all__ = [
     "search",
@@ -26,4 +29,7 @@ __all__ = [
     "sts_spearman",
     "maxsim",
     "maxsim_pairwise",
+    "multi_vector_info_nce",
+    "TokenEmbeddingHead",
+    "token_skiplist",
 ]

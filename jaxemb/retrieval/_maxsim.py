@@ -241,7 +241,9 @@ def maxsim(
         default: as many as keep it under 2**25 elements.
 
     Returns:
-      [Q, N] float32 (float16/bfloat16 inputs are computed in float32, float64 in float64).
+      [Q, N] float32. float16/bfloat16 inputs are computed in float32 (sentence-transformers
+      rounds each token similarity to the input dtype first, ~1e-3 relative in bfloat16);
+      float64 inputs under x64 are computed in float64.
       Under a caller's ``jax.jit`` (where masks cannot be checked) a document with no kept
       token scores ``-inf`` and a query with none scores NaN. NaN in a kept token gives NaN.
 
