@@ -95,6 +95,12 @@ CALLS = {
     "barlow_twins": (losses.barlow_twins, (A, A2), {}, ("lambda_",)),
     "ldreg": (losses.ldreg, (X,), {"k": 5}, ("beta",)),
     "care_equivariance": (losses.care_equivariance, (A, A2), {}, ()),
+    "multi_vector_info_nce": (
+        losses.multi_vector_info_nce,
+        (DOCS, None, DOCS[:, :2] + 0.5, None, DOCS[:, None] - 0.5, None),
+        {"temperature": 0.5},
+        ("temperature",),
+    ),
     "matryoshka": (
         losses.matryoshka(losses.nt_xent, (2, 4)),
         (A, P),
@@ -131,6 +137,8 @@ CALLS = {
     # retrieval
     "search": (retrieval.search, (A, X, 3), {}, ()),
     "sts_spearman": (retrieval.sts_spearman, (A, P, SCORES), {}, ()),
+    "maxsim": (retrieval.maxsim, (DOCS, None, X.reshape(8, 3, D), None), {}, ("chunk_size",)),
+    "maxsim_pairwise": (retrieval.maxsim_pairwise, (DOCS, None, DOCS[:, :2] + 0.5, None), {}, ()),
     # sae
     "geometric_median": (sae.geometric_median, (X,), {}, ("tol",)),
     "remove_parallel_grad": (sae.remove_parallel_grad, (W_DEC, W_DEC + 1.0), {}, ()),
