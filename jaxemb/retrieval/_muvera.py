@@ -364,8 +364,10 @@ def muvera_fde(
     bucket indices, one draw per repetition, a ±1 count-sketch (AMS) inner projection without
     rescaling, repetition-major layout and a ±1 count-sketch final projection. The random draws
     come from ``jax.random`` with ``config.seed`` and cannot equal the reference's
-    ``std::mt19937`` streams. The paper describes dense ±1 projections scaled by
-    ``1/sqrt(d_proj)``; the count sketch the reference uses is unbiased for inner products too.
+    ``std::mt19937`` streams; given the reference's own matrices instead, the encodings equal
+    the C++ output to float32 rounding. The paper describes dense ±1 projections scaled by
+    ``1/sqrt(d_proj)``; the reference's count sketches (one ±1 per input coordinate, no
+    scaling) are unbiased for inner products too, and are what is implemented here.
 
     Args:
       tokens: [N, T, D] float token vectors (rows padded to T), ``D = config.dimension``.
