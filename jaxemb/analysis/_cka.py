@@ -22,13 +22,8 @@ from jax.typing import ArrayLike
 
 from jaxemb._validate import check_int, check_positive, shape_str
 from jaxemb.analysis._diagnostics import _to_float
-from jaxemb.analysis._geometry import (
-    _DEFAULT_CHUNK,
-    _matrix,
-    _pad_blocks,
-    _row_layout,
-    _shard_index,
-)
+from jaxemb.analysis._geometry import _DEFAULT_CHUNK, _matrix
+from jaxemb.retrieval._search import _row_layout, _shard_index
 
 # Counts of the exact median search are uint32: N² must stay below 2³².
 _MAX_RBF_ROWS = 65535
@@ -149,6 +144,14 @@ def linear_cka(x: ArrayLike, y: ArrayLike, *, debiased: bool = False) -> jax.Arr
 # ---------------------------------------------------------------------------------------------
 # RBF CKA
 # ---------------------------------------------------------------------------------------------
+
+
+def _pad_blocks(x: jax.Array, chunk: int) -> jax.Array:
+    """[N, D] -> [ceil(N / chunk), chunk, D], zero rows appended."""
+    n, d = x.shape
+    nb = -(-n // chunk)
+    x = jnp.pad(x, ((0, nb * chunk - n), (0, 0)))
+    return x.reshape(nb, chunk, d)
 
 
 def _blocks(x, chunk, offset):

@@ -1,26 +1,24 @@
 """Geometry of an embedding cloud: anisotropy, isotropy, intrinsic dimension, hubness, anchors,
 relative representations and whitening.
 
-Pairwise quantities never materialise an ``[N, N]`` matrix: nearest neighbours are found by
-:func:`_knn`, which walks ``chunk_size x chunk_size`` tiles of the distance matrix and keeps a
-running top-k per query row, so memory is ``O(N·D + chunk_size·(chunk_size + k))``. Inputs
-whose rows are split over a mesh (``NamedSharding(mesh, P("data"))``) run the neighbour search
-under ``jax.shard_map``: each device handles its own query rows against the all-gathered
-corpus, and the answer equals the unsharded one. Everything else runs under ``jax.jit`` on the
-global view.
+Pairwise quantities never materialise an ``[N, N]`` matrix: nearest neighbours come from the
+package's one search engine (``jaxemb.retrieval._search._topk``), which walks
+``chunk_size x chunk_size`` tiles of the distance matrix and keeps a running top-k per query
+row, so memory is ``O(N·D + chunk_size·(chunk_size + k))``. Inputs whose rows are split over a
+mesh (``NamedSharding(mesh, P("data"))``) run the neighbour search under ``jax.shard_map``:
+each device handles its own query rows against the all-gathered corpus, and the answer equals
+the unsharded one. Everything else runs under ``jax.jit`` on the global view.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 from jax.typing import ArrayLike
 
 from jaxemb._validate import (
@@ -28,11 +26,11 @@ from jaxemb._validate import (
     check_int,
     check_positive,
     check_scalar,
-    is_concrete,
     shape_str,
 )
 from jaxemb.analysis._diagnostics import _l2_normalize, _to_float
 from jaxemb.analysis._probes import _check_embeddings, _check_finite_rows
+from jaxemb.retrieval._search import _row_layout, _topk
 
 _DEFAULT_CHUNK = 1024
 
@@ -66,91 +64,6 @@ def _chunk(chunk_size: Any, n: int) -> int:
     return min(int(chunk_size), n)
 
 
-def _pad_blocks(x: jax.Array, chunk: int) -> jax.Array:
-    """[N, D] -> [ceil(N / chunk), chunk, D], zero rows appended."""
-    n, d = x.shape
-    nb = -(-n // chunk)
-    x = jnp.pad(x, ((0, nb * chunk - n), (0, 0)))
-    return x.reshape(nb, chunk, d)
-
-
-def _row_layout(x: Any) -> tuple[Mesh, tuple[str, ...]] | None:
-    """The mesh and axis names that split the rows of a concrete ``x``, or ``None``.
-
-    ``None`` (replicated rows, a single shard, rows not divisible by the shard count, or a
-    traced ``x`` whose sharding is unknown) selects the single-program path.
-    """
-    if not isinstance(x, jax.Array) or not is_concrete(x):
-        return None
-    sharding = getattr(x, "sharding", None)
-    if not isinstance(sharding, NamedSharding) or not sharding.spec:
-        return None
-    first = sharding.spec[0]
-    if first is None:
-        return None
-    axes = tuple(first) if isinstance(first, tuple) else (first,)
-    shards = math.prod(sharding.mesh.shape[a] for a in axes)
-    if shards == 1 or x.shape[0] % shards:
-        return None
-    return sharding.mesh, axes
-
-
-def _shard_index(mesh: Mesh, axes: tuple[str, ...]) -> jax.Array:
-    """Linear index of this shard along ``axes`` (major to minor), inside ``shard_map``."""
-    index = jnp.zeros((), jnp.int32)
-    for a in axes:
-        index = index * mesh.shape[a] + jax.lax.axis_index(a)
-    return index
-
-
-def _knn_local(q, corpus, q_offset, *, k, chunk, metric, axes=()):
-    """Top-k over ``corpus`` for queries ``q`` whose global row indices start at ``q_offset``.
-
-    ``axes``: the manual mesh axes the queries vary over when called inside ``shard_map``.
-    """
-    n = corpus.shape[0]
-    q_chunk = min(chunk, q.shape[0])
-    q_blocks = _pad_blocks(q, q_chunk)
-    c_blocks = _pad_blocks(corpus, chunk)
-    q_sq = jnp.sum(q_blocks * q_blocks, axis=-1)
-    c_sq = jnp.sum(c_blocks * c_blocks, axis=-1)
-    q_starts = q_offset + jnp.arange(q_blocks.shape[0]) * q_chunk
-    c_starts = jnp.arange(c_blocks.shape[0]) * chunk
-
-    def query_block(args):
-        qb, qb_sq, q_start = args
-        q_idx = q_start + jnp.arange(q_chunk)
-
-        def tile(carry, args):
-            top_s, top_i = carry
-            b, b_sq, b_start = args
-            b_idx = b_start + jnp.arange(chunk)
-            dots = qb @ b.T
-            if metric == "cosine":
-                s = dots
-            else:
-                s = -jnp.maximum(qb_sq[:, None] + b_sq[None, :] - 2.0 * dots, 0.0)
-            invalid = (b_idx[None, :] >= n) | (b_idx[None, :] == q_idx[:, None])
-            s = jnp.where(invalid, -jnp.inf, s)
-            cat_s = jnp.concatenate([top_s, s], axis=1)
-            cat_i = jnp.concatenate([top_i, jnp.broadcast_to(b_idx[None, :], s.shape)], axis=1)
-            new_s, pos = jax.lax.top_k(cat_s, k)  # running entries first: they win ties
-            return (new_s, jnp.take_along_axis(cat_i, pos, axis=1)), None
-
-        init = (
-            jnp.full((q_chunk, k), -jnp.inf, q.dtype),
-            jnp.full((q_chunk, k), -1, jnp.int32),
-        )
-        if axes:  # the carry varies across shards like the queries do
-            init = jax.lax.pcast(init, axes, to="varying")
-        (s, i), _ = jax.lax.scan(tile, init, (c_blocks, c_sq, c_starts))
-        return s, i
-
-    s, i = jax.lax.map(query_block, (q_blocks, q_sq, q_starts))
-    m = q.shape[0]
-    return s.reshape(-1, k)[:m], i.reshape(-1, k)[:m]
-
-
 def _knn(
     x: jax.Array,
     k: int,
@@ -158,29 +71,28 @@ def _knn(
     metric: str,
     layout: tuple[Mesh, tuple[str, ...]] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """k nearest neighbours of every row among the other rows, tile by tile.
+    """k nearest neighbours of every row among the other rows, by the one search engine.
 
     Returns ``(scores [N, k], indices [N, k])`` sorted best first; scores are cosine
     similarities (``metric="cosine"``) or negated squared Euclidean distances
     (``metric="sqeuclidean"``). Equal scores: the lower index comes first. With a ``layout``
-    (rows split over mesh axes) each device searches for its own query rows against the
-    all-gathered corpus under ``jax.shard_map``, so the work is divided between devices.
+    (rows split over mesh axes) each device searches for its own rows against the gathered
+    set, and the results stay split like ``x``.
     """
-    if metric == "cosine":
-        x = _l2_normalize(x)
-    else:
+    if metric == "sqeuclidean":
         x = x - jnp.mean(x, axis=0, keepdims=True)  # smaller norms: less cancellation
-    local = functools.partial(_knn_local, k=k, chunk=chunk, metric=metric)
-    if layout is None:
-        return local(x, x, 0)
-    mesh, axes = layout
-
-    def per_shard(q, corpus):
-        return local(q, corpus, _shard_index(mesh, axes) * q.shape[0], axes=axes)
-
-    return jax.shard_map(
-        per_shard, mesh=mesh, in_specs=(P(axes), P()), out_specs=(P(axes), P(axes))
-    )(x, x)
+        metric = "l2"
+    return _topk(
+        x,
+        x,
+        k,
+        metric=metric,
+        chunk=chunk,
+        q_block=chunk,
+        layout=layout,
+        shard="queries",
+        exclude_self=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from jaxemb._validate import (
     is_concrete,
     shape_str,
 )
-from jaxemb.analysis._diagnostics import _compute_dtype, _l2_normalize, _to_float
+from jaxemb.analysis._diagnostics import _compute_dtype, _to_float
+from jaxemb.retrieval._search import _row_layout, _topk
 
 # ---------------------------------------------------------------------------------------------
 # Validation helpers shared by the probes
@@ -94,24 +95,32 @@ def _resolve_num_classes(num_classes: int | None, labels: dict[str, Any]) -> int
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("k", "num_classes", "chunk_size"))
-def _knn_classify(train_x, train_y, test_x, temperature, *, k, num_classes, chunk_size):
+# Train rows scored at a time by the search engine (with chunk_size queries at a time).
+_TRAIN_CHUNK = 4096
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_classes", "chunk_size", "layout"))
+def _knn_classify(train_x, train_y, test_x, temperature, *, k, num_classes, chunk_size, layout):
     dtype = jnp.promote_types(_compute_dtype(train_x), _compute_dtype(test_x))
-    train = _l2_normalize(train_x.astype(dtype))
-    test = _l2_normalize(test_x.astype(dtype))
-    labels = train_y.astype(jnp.int32)
-    temperature = temperature.astype(dtype)
-
-    def classify(q):
-        sims = train @ q  # cosine similarity to every train point, [N]
-        top, idx = jax.lax.top_k(sims, k)  # equal similarities: lower train index first
-        # exp(s/τ) up to a per-query factor exp(−s_max/τ), which keeps it finite for small τ
-        # and leaves the argmax unchanged.
-        weights = jnp.exp((top - top[0]) / temperature)
-        votes = jnp.zeros((num_classes,), dtype).at[labels[idx]].add(weights)
-        return jnp.argmax(votes).astype(jnp.int32)  # equal votes: lower class index
-
-    return jax.lax.map(classify, test, batch_size=chunk_size)
+    # Cosine top-k by the one search engine: rows L2-normalised (eps 1e-12), equal
+    # similarities list the lower train index first; a train set split over a mesh is
+    # searched shard by shard.
+    top, idx = _topk(
+        test_x,
+        train_x,
+        k,
+        metric="cosine",
+        chunk=_TRAIN_CHUNK,
+        q_block=chunk_size,
+        layout=layout,
+    )
+    labels = train_y.astype(jnp.int32)[idx]  # [Q, k]
+    # exp(s/τ) up to a per-query factor exp(−s_max/τ), which keeps it finite for small τ and
+    # leaves the argmax unchanged.
+    weights = jnp.exp((top - top[:, :1]) / temperature.astype(dtype))
+    rows = jnp.arange(idx.shape[0])[:, None]
+    votes = jnp.zeros((idx.shape[0], num_classes), dtype).at[rows, labels].add(weights)
+    return jnp.argmax(votes, axis=1).astype(jnp.int32)  # equal votes: lower class index
 
 
 def _validate_knn(train_x, train_y, test_x, k, temperature, num_classes, chunk_size):
@@ -146,7 +155,9 @@ def knn_classify(
     its label with weight ``exp(s/τ)``; the class with the largest total wins. Among train
     points with equal similarity the lower train index enters the top-k first; equal vote
     totals go to the lower class index. Queries are processed ``chunk_size`` at a time, so
-    memory is ``O((N + Q)·D + chunk_size·N)``.
+    memory is ``O((N + Q)·D + chunk_size·min(N, 4096))``: the neighbours come from the search
+    engine of :func:`jaxemb.retrieval.search` (``metric="cosine"``), which also splits a
+    train set sharded over a mesh between the devices.
 
     Args:
       train_x: train embeddings, [N, D] floating point (normalised internally).
@@ -188,6 +199,7 @@ def knn_classify(
         k=int(k),
         num_classes=num_classes,
         chunk_size=min(int(chunk_size), test_x.shape[0]),
+        layout=_row_layout(train_x),
     )
 
 
@@ -248,6 +260,7 @@ def knn_accuracy(
         k=int(k),
         num_classes=num_classes,
         chunk_size=min(int(chunk_size), test_x.shape[0]),
+        layout=_row_layout(train_x),
     )
     return int(_num_correct(pred, jnp.asarray(test_y))) / test_x.shape[0]
 
