@@ -12,6 +12,9 @@ from jaxemb.retrieval._maxsim import maxsim_pairwise as maxsim_pairwise
 from jaxemb.retrieval._metrics import evaluate_retrieval as evaluate_retrieval
 from jaxemb.retrieval._metrics import retrieval_metrics as retrieval_metrics
 from jaxemb.retrieval._metrics import sts_spearman as sts_spearman
+from jaxemb.retrieval._muvera import MuveraConfig as MuveraConfig
+from jaxemb.retrieval._muvera import muvera_fde as muvera_fde
+from jaxemb.retrieval._muvera import muvera_search as muvera_search
 from jaxemb.retrieval._quantize import quantize_embeddings as quantize_embeddings
 from jaxemb.retrieval._rescore import search_with_rescoring as search_with_rescoring
 from jaxemb.retrieval._search import maxsim_search as maxsim_search
@@ -31,6 +34,9 @@ __all__ = [
     "sts_spearman",
     "maxsim",
     "maxsim_pairwise",
+    "MuveraConfig",
+    "muvera_fde",
+    "muvera_search",
     "multi_vector_info_nce",
     "TokenEmbeddingHead",
     "token_skiplist",
