@@ -7,8 +7,8 @@ tokens of its target document and 6 tokens from its target's topics. Exact MaxSi
 (:func:`jaxemb.retrieval.maxsim`, the brute-force baseline, timed in the same run) ranks the
 corpus; then for every FDE configuration (``num_simhash_projections=4``,
 ``projection_dimension=16``, ``fill_empty_partitions=True`` and ``num_repetitions`` growing, so
-the FDE dimension doubles; the full run adds the paper's ``k_sim=5, R=20`` and its final
-count-sketch projection) it prints:
+the FDE dimension doubles; then ``R=8`` with ``k_sim`` 2 and 6; the full run adds the paper's
+``k_sim=5, R=20`` and its final count-sketch projection) it prints:
 
 - ``fde@10``: recall@10 of the FDE inner-product top-10 against the exact MaxSim top-10;
 - ``top1 in fde@100``: how often the exact MaxSim top-1 is in the FDE top-100 (the paper's
@@ -21,8 +21,10 @@ count-sketch projection) it prints:
 - the time per query of the FDE search + re-rank as a fraction of exact MaxSim over the corpus
   (document encoding is done once, offline, and timed separately).
 
-    python benchmarks/compression_muvera.py            # N=20,000 documents, 500 queries
-    python benchmarks/compression_muvera.py --quick    # N=2,000, 100 queries
+    python -P benchmarks/compression_muvera.py            # N=20,000 documents, 500 queries
+    python -P benchmarks/compression_muvera.py --quick    # N=2,000, 100 queries
+
+(``-P``: benchmarks/compression.py must not shadow the ``compression`` module jax imports.)
 """
 
 from __future__ import annotations
@@ -108,6 +110,17 @@ def run(quick: bool) -> None:
             fill_empty_partitions=True,
         )
         for r in reps
+    ]
+    # the partition's fineness at a fixed R: the bias of the estimate (err/|Q|) falls with k_sim
+    configs += [
+        MuveraConfig(
+            dimension=_DIM,
+            num_repetitions=8,
+            num_simhash_projections=ks,
+            projection_dimension=16,
+            fill_empty_partitions=True,
+        )
+        for ks in (2, 6)
     ]
     if not quick:
         paper = dict(
