@@ -25,8 +25,10 @@ from jax.typing import ArrayLike
 
 from jaxemb._validate import check_array, check_int, shape_str
 
-# Similarity elements of one scored block ([Q, chunk, Tq, Td] float32, 128 MiB) when
-# chunk_size is left to the default.
+# Similarity elements of one scored [Q, chunk, Tq, Td] block when chunk_size is left to the
+# default: on CPU a block that stays in cache (4 MiB) scores ~2.5x faster per pair than one
+# of 128 MiB (measured at Q=16, Tq=32, Td=180, D=128); accelerators prefer large blocks.
+_BLOCK_ELEMENTS_CPU = 1 << 20
 _BLOCK_ELEMENTS = 1 << 25
 
 
@@ -42,12 +44,12 @@ def _compute_dtype(x: jax.Array):
 
 def _finish(s, q_weight, q_keep, length_normalize: bool):
     """Sums the per-query-token maxima ``s`` ``[..., Tq]`` weighted by the query mask."""
-    w = q_weight.astype(jnp.float32)
+    dt = jnp.promote_types(s.dtype, jnp.float32)
+    w = q_weight.astype(dt)
     # where (not a product): a NaN/inf in a padded query position must not reach the sum.
-    total = jnp.sum(jnp.where(q_keep, s.astype(jnp.float32) * w, 0.0), axis=-1)
+    total = jnp.sum(jnp.where(q_keep, s.astype(dt) * w, 0.0), axis=-1)
     if length_normalize:
-        count = jnp.maximum(jnp.sum(q_keep, axis=-1), 1).astype(jnp.float32)
-        total = total / count
+        total = total / jnp.maximum(jnp.sum(q_keep, axis=-1), 1).astype(dt)
     return total
 
 
@@ -66,7 +68,8 @@ def _maxsim_scores(q, q_mask, d, d_mask, *, length_normalize: bool = False) -> j
       length_normalize: divide by the number of kept query tokens (MeanMaxSim).
 
     Returns:
-      ``[Q, N]`` float32; ``-inf`` for a document with no kept token, NaN for a query with none.
+      ``[Q, N]`` float32 (float64 for float64 inputs under x64); ``-inf`` for a document with
+      no kept token, NaN for a query with none.
     """
     dt = jnp.promote_types(_compute_dtype(q), _compute_dtype(d))
     q = jnp.asarray(q).astype(dt)
@@ -100,20 +103,21 @@ def _maxsim_pairwise_scores(q, q_mask, d, d_mask, *, length_normalize: bool = Fa
 @functools.partial(jax.jit, static_argnames=("chunk", "length_normalize"))
 def _maxsim_chunked(q, q_mask, d, d_mask, *, chunk: int, length_normalize: bool):
     n = d.shape[0]
+    score = functools.partial(_maxsim_scores, length_normalize=length_normalize)
     if chunk >= n:
-        return _maxsim_scores(q, q_mask, d, d_mask, length_normalize=length_normalize)
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    # Padding documents are all-masked (they score -inf) and are cut off below.
-    d = jnp.pad(d, ((0, pad), (0, 0), (0, 0)))
-    d_mask = jnp.pad(d_mask, ((0, pad), (0, 0)))
-    d = d.reshape(n_chunks, chunk, *d.shape[1:])
-    d_mask = d_mask.reshape(n_chunks, chunk, d_mask.shape[1])
-    scores = jax.lax.map(
-        lambda dm: _maxsim_scores(q, q_mask, dm[0], dm[1], length_normalize=length_normalize),
-        (d, d_mask),
-    )  # [n_chunks, Q, chunk]
-    return jnp.moveaxis(scores, 0, 1).reshape(q.shape[0], n_chunks * chunk)[:, :n]
+        return score(q, q_mask, d, d_mask)
+    # Documents are sliced in place (no padded copy of the corpus): the last chunk ends at row
+    # n, re-scoring a few rows of the previous one to the same values.
+    out = jax.eval_shape(score, q, q_mask, d[:1], d_mask[:1])
+    out = jnp.zeros((q.shape[0], n), out.dtype)
+
+    def body(j, out):
+        start = jnp.minimum(j * chunk, n - chunk)
+        d_j = jax.lax.dynamic_slice_in_dim(d, start, chunk, 0)
+        m_j = jax.lax.dynamic_slice_in_dim(d_mask, start, chunk, 0)
+        return jax.lax.dynamic_update_slice_in_dim(out, score(q, q_mask, d_j, m_j), start, 1)
+
+    return jax.lax.fori_loop(0, -(-n // chunk), body, out)
 
 
 @functools.partial(jax.jit, static_argnames=("length_normalize",))
@@ -238,7 +242,8 @@ def maxsim(
       d_mask: [N, Td] (or [Td]); nonzero keeps a document token. ``None`` as for ``q_mask``.
       length_normalize: divide each score by its query's number of kept tokens (MeanMaxSim).
       chunk_size: documents scored at a time (bounds the [Q, chunk, Tq, Td] similarity block);
-        default: as many as keep it under 2**25 elements.
+        default: as many as keep it under 2**20 elements on CPU (it stays in cache), 2**25 on
+        accelerators.
 
     Returns:
       [Q, N] float32. float16/bfloat16 inputs are computed in float32 (sentence-transformers
@@ -275,7 +280,11 @@ def maxsim(
     q, qm, d, dm = _prepare(q_tokens, q_mask, d_tokens, d_mask, length_normalize)
     n, td = d.shape[0], d.shape[1]
     if chunk_size is None:
-        chunk = max(1, _BLOCK_ELEMENTS // max(1, q.shape[0] * q.shape[1] * td))
+        concrete = isinstance(d, jax.Array) and not isinstance(d, jax.core.Tracer)
+        devices = d.devices() if concrete else None
+        platform = next(iter(devices)).platform if devices else jax.default_backend()
+        budget = _BLOCK_ELEMENTS_CPU if platform == "cpu" else _BLOCK_ELEMENTS
+        chunk = max(1, budget // max(1, q.shape[0] * q.shape[1] * td))
     else:
         check_int(chunk_size, "chunk_size", minimum=1)
         chunk = int(chunk_size)
