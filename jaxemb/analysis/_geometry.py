@@ -30,6 +30,7 @@ from jaxemb._validate import (
 )
 from jaxemb.analysis._diagnostics import _l2_normalize, _to_float
 from jaxemb.analysis._probes import _check_embeddings, _check_finite_rows
+from jaxemb.retrieval._linear import _centered_eigh
 from jaxemb.retrieval._search import _row_layout, _topk
 
 _DEFAULT_CHUNK = 1024
@@ -530,17 +531,10 @@ class Whitening(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("k",))
 def _fit_whitening(x, eps, *, k):
-    x = _to_float(x)
-    n = x.shape[0]
-    mean = jnp.mean(x, axis=0)
-    xc = x - mean[None, :]
-    lam, vecs = jnp.linalg.eigh(xc.T @ xc / (n - 1))
-    lam, vecs = lam[::-1][:k], vecs[:, ::-1][:, :k]  # decreasing eigenvalues, truncated
-    # Deterministic signs: the largest-magnitude entry of each eigenvector is positive.
-    pivot = jnp.take_along_axis(vecs, jnp.argmax(jnp.abs(vecs), axis=0)[None, :], axis=0)
-    vecs = vecs * jnp.where(pivot < 0, -1.0, 1.0).astype(x.dtype)
-    lam = jnp.maximum(lam, 0.0)
-    return Whitening(mean, vecs / jnp.sqrt(lam + eps.astype(x.dtype))[None, :])
+    # The covariance eigendecomposition PCA uses (decreasing eigenvalues clipped at 0,
+    # truncated to k, each eigenvector's largest-magnitude entry positive).
+    mean, lam, vecs = _centered_eigh(x, k)
+    return Whitening(mean, vecs / jnp.sqrt(lam + eps.astype(vecs.dtype))[None, :])
 
 
 def fit_whitening(x: ArrayLike, *, k: int | None = None, eps: float = 1e-8) -> Whitening:

@@ -5,8 +5,14 @@ compression").
 """
 
 from jaxemb.losses._multi_vector import multi_vector_info_nce as multi_vector_info_nce
+from jaxemb.retrieval._funnel import funnel_search as funnel_search
 from jaxemb.retrieval._kmeans import KMeans as KMeans
 from jaxemb.retrieval._kmeans import kmeans as kmeans
+from jaxemb.retrieval._leanvec import LeanVec as LeanVec
+from jaxemb.retrieval._leanvec import fit_leanvec as fit_leanvec
+from jaxemb.retrieval._linear import PCA as PCA
+from jaxemb.retrieval._linear import apply_pca as apply_pca
+from jaxemb.retrieval._linear import fit_pca as fit_pca
 from jaxemb.retrieval._maxsim import maxsim as maxsim
 from jaxemb.retrieval._maxsim import maxsim_pairwise as maxsim_pairwise
 from jaxemb.retrieval._metrics import evaluate_retrieval as evaluate_retrieval
@@ -27,6 +33,12 @@ __all__ = [
     "maxsim_search",
     "quantize_embeddings",
     "search_with_rescoring",
+    "funnel_search",
+    "fit_pca",
+    "apply_pca",
+    "PCA",
+    "fit_leanvec",
+    "LeanVec",
     "kmeans",
     "KMeans",
     "retrieval_metrics",

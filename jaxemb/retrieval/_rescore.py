@@ -13,16 +13,20 @@ from jax.typing import ArrayLike
 from jaxemb._validate import check_array, check_choice, check_int, shape_str
 from jaxemb.retrieval._quantize import _check_no_nan, _host_floats, resolve_ranges
 from jaxemb.retrieval._quantize import quantize_embeddings as _quantize
-from jaxemb.retrieval._search import search
+from jaxemb.retrieval._search import _NORM_EPS, search
 
 _RESCORE_PRECISIONS = ("ubinary", "binary", "int8", "uint8")
 _CODE_DTYPE = {"ubinary": np.uint8, "binary": np.int8, "int8": np.int8, "uint8": np.uint8}
 
 
 def _candidate_docs(cand, codes, docs, starts, steps, *, mode: str, dim: int):
-    """Float32 document rows ``[Qb, K', D]`` the shortlisted candidates are rescored against."""
+    """Float32 document rows ``[Qb, K', dim]`` the shortlisted candidates are rescored against.
+
+    ``"given"`` takes the first ``dim`` columns of ``docs`` (all of them when rescoring a
+    quantized shortlist; a Matryoshka prefix in ``funnel_search``).
+    """
     if mode == "given":
-        return jnp.take(docs, cand, axis=0).astype(jnp.float32)
+        return jnp.take(docs, cand, axis=0)[..., :dim].astype(jnp.float32)
     c = jnp.take(codes, cand, axis=0)
     if mode == "bits":  # unpack MSB-first (np.unpackbits) and trim the byte padding
         if c.dtype == jnp.int8:  # binary = ubinary - 128: the same byte, top bit flipped
@@ -35,11 +39,24 @@ def _candidate_docs(cand, codes, docs, starts, steps, *, mode: str, dim: int):
     return x * steps[None, None, :] + starts[None, None, :]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "mode", "q_block"))
-def _rescore(queries, cand, codes, docs, starts, steps, *, k, mode, q_block):
+def _unit_rows(x: jax.Array) -> jax.Array:
+    """Rows over the last axis divided by ``max(‖x‖, 1e-12)``, as ``search``'s cosine."""
+    return x / jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True)), _NORM_EPS)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "mode", "q_block", "normalize"))
+def _rescore(queries, cand, codes, docs, starts, steps, *, k, mode, q_block, normalize=False):
+    """Rescores each query's shortlist ``cand`` [Q, K'] by inner product; keeps the best ``k``.
+
+    The documents are ``_candidate_docs`` rows of the queries' width; ``normalize`` rescales
+    queries and candidate rows to unit length first (cosine, as ``search``'s).
+    """
+
     def block(args):
         q, c = args
         d = _candidate_docs(c, codes, docs, starts, steps, mode=mode, dim=q.shape[1])
+        if normalize:
+            q, d = _unit_rows(q), _unit_rows(d)
         s = jnp.einsum("qd,qkd->qk", q, d, precision=jax.lax.Precision.HIGHEST)
         # top_k keeps the lower shortlist position first among equal rescored scores
         v, pos = jax.lax.top_k(s, k)
