@@ -9,8 +9,8 @@ measured in the same run:
   similarities (its fastest block size), masked max over document tokens, masked sum over
   query tokens (float32);
 - :func:`jaxemb.retrieval.maxsim` (all-pairs ``[Q, N]``, its default document chunking);
-- :func:`jaxemb.retrieval.maxsim_pairwise` on ``Q`` aligned pairs against the NumPy pairwise
-  einsum ``"bsh,bth->bst"`` (its own baseline row);
+- :func:`jaxemb.retrieval.maxsim_pairwise` on aligned pairs against NumPy's batched matmul
+  ``q @ d.transpose(0, 2, 1)`` with the same masking (its own baseline row);
 - sentence-transformers ``util.maxsim`` on torch CPU, only when ``sentence_transformers`` is
   importable (it is never a dependency).
 
@@ -70,7 +70,7 @@ def numpy_maxsim(q, q_mask, d, d_mask):
 
 
 def numpy_maxsim_pairwise(q, q_mask, d, d_mask):
-    s = np.einsum("bsh,bth->bst", q, d, optimize=True)
+    s = q @ d.transpose(0, 2, 1)  # batched matmul (faster than np.einsum's "bsh,bth->bst")
     s = np.where(d_mask[:, None, :], s, -np.inf).max(axis=-1)
     return (s * q_mask).sum(axis=-1)
 
@@ -123,7 +123,7 @@ def run(quick: bool) -> None:
     args = tuple(jax.device_put(x) for x in (qp, qpm, dp, dpm))
     t_jxp, got_p = _median_time(lambda: maxsim_pairwise(*args))
     err = float(np.abs(np.asarray(got_p) - want_p).max())
-    print(f"{'numpy pairwise einsum (baseline)':34s} {n_pairs / t_npp:14,.0f} pairs/s   ratio 1.00")
+    print(f"{'numpy pairwise matmul (baseline)':34s} {n_pairs / t_npp:14,.0f} pairs/s   ratio 1.00")
     print(
         f"{'jaxemb.retrieval.maxsim_pairwise':34s} {n_pairs / t_jxp:14,.0f} pairs/s   "
         f"ratio {t_npp / t_jxp:5.2f}   max|diff| {err:.1e}"
