@@ -58,6 +58,10 @@ _METRICS = ("cosine", "dot", "l2", "hamming", "int8_dot")
 _CODE_METRICS = ("hamming", "int8_dot")
 _CODE_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
 _NORM_EPS = 1e-12
+# Default corpus rows per chunk of search(); Hamming chunks never store their [chunk, queries]
+# distances (only group minima), so they can be larger: fewer, cheaper merges.
+_DEFAULT_CHUNK = 4096
+_HAMMING_CHUNK = 32768
 
 
 def _as_matrix(x: Any, name: str, metric: str = "cosine") -> Any:
@@ -329,10 +333,11 @@ def _lowest(dtype) -> Any:
 def _group_size(chunk: int, kk: int) -> int:
     """Rows per group of the pre-filter: 1 (plain ``top_k``) or a power of two dividing the
     chunk, near ``sqrt(chunk / kk)`` (it balances ``top_k`` over ``chunk / group`` group maxima
-    against the merge of ``kk * group`` candidates), with at least ``4 * kk`` groups."""
+    against the merge of ``kk * group`` candidates), with at least ``4 * kk`` groups. At most
+    32: XLA's CPU code for the fused tile-and-group-max loop is much slower beyond."""
     group = 1
     while (
-        group < 64
+        group < 32
         and chunk % (2 * group) == 0
         and chunk // (2 * group) >= 4 * kk
         and (2 * group) ** 2 * kk <= 2 * chunk
@@ -341,7 +346,9 @@ def _group_size(chunk: int, kk: int) -> int:
     return group if group >= 8 else 1
 
 
-def _chunk_candidates(s_t, kk: int, group: int, exact: Callable | None = None):
+def _chunk_candidates(
+    s_t, kk: int, group: int, exact: Callable | None = None, to_select: Callable | None = None
+):
     """Candidates ``(values, positions)`` ``[Qb, n]`` holding each query's top ``kk`` of a chunk.
 
     ``s_t`` is ``[C, Qb]``. With ``group > 1`` the chunk's rows are cut into contiguous groups
@@ -352,22 +359,25 @@ def _chunk_candidates(s_t, kk: int, group: int, exact: Callable | None = None):
     ties by the lower row. This is exact and reads the scores once with a cheap ``max``
     instead of running ``top_k`` over the whole chunk. ``exact(positions [Qb, n]) -> [Qb, n]``,
     when given, recomputes the candidates' scores (bit-equal to ``s_t``'s) instead of
-    gathering them from ``s_t``, which then only feeds the group maxima.
+    gathering them from ``s_t``, which then only feeds the group maxima. ``to_select``, a
+    strictly increasing conversion to the dtype ``top_k`` compares in, is applied to the group
+    maxima and the candidates only, so the tile is reduced in its own dtype.
     """
+    conv = to_select or (lambda x: x)
     c, nq = s_t.shape
     if group == 1:
-        v, i = jax.lax.top_k(s_t.T, kk)
+        v, i = jax.lax.top_k(conv(s_t).T, kk)
         return v, i
     s3 = s_t.reshape(c // group, group, nq)
-    _, gid = jax.lax.top_k(jnp.max(s3, axis=1).T, kk)  # [Qb, kk]
+    _, gid = jax.lax.top_k(conv(jnp.max(s3, axis=1)).T, kk)  # [Qb, kk]
     gid = jnp.sort(gid, axis=1)
     within = jnp.arange(group, dtype=jnp.int32)
     pos = (gid[:, :, None] * group + within[None, None, :]).reshape(nq, kk * group)
     pos = pos.astype(jnp.int32)
     if exact is not None:
-        return exact(pos), pos
+        return conv(exact(pos)), pos
     cand = s3[gid[:, :, None], within[None, None, :], jnp.arange(nq)[:, None, None]]
-    return cand.reshape(nq, kk * group), pos
+    return conv(cand.reshape(nq, kk * group)), pos
 
 
 # The pre-filter's group size before it was chosen per chunk (see _group_size); kept for
@@ -410,6 +420,13 @@ def _local_search(
     dtype = _compute_dtype(q, c)
     sel = _select_dtype(q, c, m)
     low = _lowest(sel)
+    score_low = _lowest(_score_dtype(q, c, m))
+    to_select = None
+    if _score_dtype(q, c, m) != sel:  # exact integer scores compared as float32
+
+        def to_select(s):
+            return jnp.where(s == score_low, low, s.astype(sel))
+
     qp = m.prepare(q, dtype)
     rows_total = _num_rows(c)
     n_chunks = -(-rows_total // chunk)
@@ -439,7 +456,7 @@ def _local_search(
                 # -0.0 and 0.0 are equal for a brute-force sort but ordered by lax.top_k;
                 # real scores are also kept above -inf, which marks padding.
                 s = jnp.where(s == 0, jnp.zeros_like(s), jnp.maximum(s, jnp.finfo(s.dtype).min))
-            return jnp.where(keep, s.astype(sel), low)
+            return jnp.where(keep, s, score_low)
 
         all_rows = jnp.arange(chunk, dtype=jnp.int32)[:, None]
         s_t = finish(m.tile(qp, cp), keep_mask(all_rows, 0))
@@ -450,7 +467,7 @@ def _local_search(
                 c_rows = jax.tree.map(lambda a: jnp.take(a, pos, axis=0), cp)
                 return finish(m.rows(qp, c_rows), keep_mask(pos, 1))
 
-        v_new, i_new = _chunk_candidates(s_t, kk, group, exact)
+        v_new, i_new = _chunk_candidates(s_t, kk, group, exact, to_select)
         i_new = i_new + (start + offset).astype(jnp.int32)
         # Running list first: it holds lower indices, and top_k favours lower positions.
         v_all = jnp.concatenate([vals, v_new], axis=1)
@@ -633,7 +650,7 @@ def search(
     k: int,
     *,
     metric: str = "cosine",
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
     query_chunk_size: int = 1024,
     mesh: Mesh | None = None,
     check_finite: bool = True,
@@ -658,7 +675,9 @@ def search(
         uint8 codes accumulated exactly in int32, as usearch's ``i8``/``ip`` index; exact while
         ``D * 255**2 < 2**31``).
       chunk_size: corpus rows scored at a time. It need not divide N: the last chunk is
-        shifted back to end at row N and its rows already scored are masked.
+        shifted back to end at row N and its rows already scored are masked. ``None``: 4096,
+        or 32768 for ``hamming`` (its distances are reduced to per-group minima as they are
+        computed, so a chunk holds ``chunk_size / 32`` values per query, not ``chunk_size``).
       query_chunk_size: queries scored at a time (bounds memory to
         ``query_chunk_size * chunk_size`` scores).
       mesh: a mesh with a ``data`` axis to split the corpus over; ``None`` uses the mesh of a
@@ -711,6 +730,8 @@ def search(
     check_int(k, "k", minimum=1)
     if k > n:
         raise ValueError(f"k must be <= the corpus size {n} (corpus {shape_str(corpus)}); got {k}")
+    if chunk_size is None:
+        chunk_size = _HAMMING_CHUNK if metric == "hamming" else _DEFAULT_CHUNK
     check_int(chunk_size, "chunk_size", minimum=1)
     check_int(query_chunk_size, "query_chunk_size", minimum=1)
     if mesh is not None and (not isinstance(mesh, Mesh) or "data" not in mesh.axis_names):
