@@ -48,16 +48,18 @@ def _unit_rows(x: jax.Array) -> jax.Array:
 def _rescore(queries, cand, codes, docs, starts, steps, *, k, mode, q_block, normalize=False):
     """Rescores each query's shortlist ``cand`` [Q, K'] by inner product; keeps the best ``k``.
 
-    The documents are ``_candidate_docs`` rows of the queries' width; ``normalize`` rescales
-    queries and candidate rows to unit length first (cosine, as ``search``'s).
+    The documents are ``_candidate_docs`` rows of the queries' width; ``normalize`` scores
+    cosine similarities (as ``search``'s: each row divided by ``max(‖x‖, 1e-12)``).
     """
 
     def block(args):
         q, c = args
         d = _candidate_docs(c, codes, docs, starts, steps, mode=mode, dim=q.shape[1])
         if normalize:
-            q, d = _unit_rows(q), _unit_rows(d)
+            q = _unit_rows(q)
         s = jnp.einsum("qd,qkd->qk", q, d, precision=jax.lax.Precision.HIGHEST)
+        if normalize:  # divide the scores, not the gathered rows: one pass over them fewer
+            s = s / jnp.maximum(jnp.sqrt(jnp.sum(d * d, axis=-1)), _NORM_EPS)
         # top_k keeps the lower shortlist position first among equal rescored scores
         v, pos = jax.lax.top_k(s, k)
         return v, jnp.take_along_axis(c, pos, axis=1)
