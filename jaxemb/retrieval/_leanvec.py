@@ -135,15 +135,15 @@ def fit_leanvec(
     do not enter the cost of the iterations). The Stiefel constraint on ``A`` and ``B`` is
     relaxed to the unit spectral-norm ball and ``n_iter`` rounds of block-coordinate
     Frank–Wolfe update ``A`` then ``B`` (oracle ``−UVᵀ`` of the gradient's thin SVD, step
-    ``γ_t = 1 / (t + 2)``), starting from the in-distribution solution (the top-``dim``
-    eigenvectors of ``Kx``); the iterate with the lowest objective is returned, so the fit
-    is never worse than that start. Intel's reference starts from zeros with
-    ``γ_t = 1 / (t + 1)^0.999`` (and stops once a round changes the objective by < 0.1%,
-    after ~100-200 rounds); at equal rounds this start reaches an equal or slightly lower
-    objective. The objective keeps decreasing slowly past 100 rounds: raise ``n_iter`` for a
-    closer fit. A block whose Frank–Wolfe gap ``⟨∇, X − S⟩`` is below ``1e-4`` of the
-    objective (plus rounding noise) is left as is: at the start ``∇_A`` vanishes, and its
-    oracle would only follow rounding noise.
+    ``γ_t = 1 / (t + 2)``), starting from ``A = B`` = the top-``dim`` eigenvectors of ``Kx``
+    (the uncentred PCA of the data, optimal when ``Kq ∝ Kx``); the iterate with the lowest
+    objective is returned, so the fit is never worse than that start. Intel's reference
+    starts from zeros with ``γ_t = 1 / (t + 1)^0.999`` and stops once a round changes the
+    objective by < 0.1% (after ~100-200 rounds); at equal rounds this start reaches an equal
+    or slightly lower objective. The objective keeps decreasing slowly past 100 rounds: raise
+    ``n_iter`` for a closer fit. A block whose Frank–Wolfe gap ``⟨∇, X − S⟩`` is below
+    ``1e-4`` of the objective (plus rounding noise) is left as is: at the start ``∇_A``
+    vanishes, and its oracle would only follow rounding noise.
 
     Search with ``search(queries @ A, data @ B, k, metric="dot")``: the reduced inner product
     approximates ``qᵀx``. For cosine similarity, L2-normalise queries and data before fitting
