@@ -10,7 +10,7 @@ measured in the same run:
   query tokens (float32);
 - :func:`jaxemb.retrieval.maxsim` (all-pairs ``[Q, N]``, its default document chunking);
 - :func:`jaxemb.retrieval.maxsim_pairwise` on aligned pairs against NumPy's batched matmul
-  ``q @ d.transpose(0, 2, 1)`` with the same masking (its own baseline row);
+  ``q @ ascontiguousarray(d.transpose(0, 2, 1))`` with the same masking (its own baseline row);
 - sentence-transformers ``util.maxsim`` on torch CPU, only when ``sentence_transformers`` is
   importable (it is never a dependency).
 
@@ -70,7 +70,9 @@ def numpy_maxsim(q, q_mask, d, d_mask):
 
 
 def numpy_maxsim_pairwise(q, q_mask, d, d_mask):
-    s = q @ d.transpose(0, 2, 1)  # batched matmul (faster than np.einsum's "bsh,bth->bst")
+    # batched BLAS matmul on a contiguous transpose: the fastest NumPy form measured (~2x
+    # np.einsum "bsh,bth->bst", ~8x matmul on the transposed view)
+    s = q @ np.ascontiguousarray(d.transpose(0, 2, 1))
     s = np.where(d_mask[:, None, :], s, -np.inf).max(axis=-1)
     return (s * q_mask).sum(axis=-1)
 

@@ -138,7 +138,12 @@ CALLS = {
     "search": (retrieval.search, (A, X, 3), {}, ()),
     "sts_spearman": (retrieval.sts_spearman, (A, P, SCORES), {}, ()),
     "maxsim": (retrieval.maxsim, (DOCS, None, X.reshape(8, 3, D), None), {}, ("chunk_size",)),
-    "maxsim_pairwise": (retrieval.maxsim_pairwise, (DOCS, None, DOCS[:, :2] + 0.5, None), {}, ()),
+    "maxsim_pairwise": (
+        retrieval.maxsim_pairwise,
+        (DOCS, None, DOCS[:, :2] + 0.5, None),
+        {},
+        ("chunk_size",),
+    ),
     # sae
     "geometric_median": (sae.geometric_median, (X,), {}, ("tol",)),
     "remove_parallel_grad": (sae.remove_parallel_grad, (W_DEC, W_DEC + 1.0), {}, ()),

@@ -84,7 +84,8 @@ def test_maxsim_and_pairwise_match_numpy(rng):
         maxsim(q, qm, d, dm, length_normalize=True), np_maxsim(q, qm, d, dm, True), rtol=2e-5
     )
     # pairwise: query i with document i, documents of another length than in maxsim
-    pairs = maxsim_pairwise(q, qm, d[:Q, :5], dm[:Q, :5] | np.eye(Q, 5, dtype=bool))
+    # (scored 2 pairs at a time: the last chunk re-scores pair 1)
+    pairs = maxsim_pairwise(q, qm, d[:Q, :5], dm[:Q, :5] | np.eye(Q, 5, dtype=bool), chunk_size=2)
     want_p = [
         np_maxsim_pair(q[i], qm[i], d[i, :5], dm[i, :5] | np.eye(Q, 5, dtype=bool)[i])
         for i in range(Q)
@@ -257,6 +258,8 @@ def test_maxsim_bad_input(kw, match):
 def test_pairwise_loss_and_head_bad_input():
     with pytest.raises(ValueError, match=r"one document per query .* \(axis 0: 3 vs 5\)"):
         maxsim_pairwise(_q, _qm, _d, _dm)
+    with pytest.raises(ValueError, match=r"chunk_size must be >= 1"):
+        maxsim_pairwise(_q, _qm, _d[:Q], _dm[:Q], chunk_size=0)
     q, qm = np.ones((B, TQ, D), np.float32), np.ones((B, TQ))
     p, pm = np.ones((B, TP, D), np.float32), np.ones((B, TP))
     n, nm = np.ones((B, H, TN, D), np.float32), np.ones((B, H, TN))

@@ -29,6 +29,8 @@ from jaxemb._validate import check_array, check_int, shape_str
 # default: on CPU a block that stays in cache (4 MiB) scores ~2.5x faster per pair than one
 # of 128 MiB (measured at Q=16, Tq=32, Td=180, D=128); accelerators prefer large blocks.
 _BLOCK_ELEMENTS_CPU = 1 << 20
+# maxsim_pairwise's batched [chunk, Tq, Td] blocks: ~3x faster per pair at 1 MiB than at 11 MiB.
+_BLOCK_ELEMENTS_CPU_PAIRS = 1 << 18
 _BLOCK_ELEMENTS = 1 << 25
 
 
@@ -120,9 +122,34 @@ def _maxsim_chunked(q, q_mask, d, d_mask, *, chunk: int, length_normalize: bool)
     return jax.lax.fori_loop(0, -(-n // chunk), body, out)
 
 
-@functools.partial(jax.jit, static_argnames=("length_normalize",))
-def _maxsim_pairwise_jit(q, q_mask, d, d_mask, *, length_normalize: bool):
-    return _maxsim_pairwise_scores(q, q_mask, d, d_mask, length_normalize=length_normalize)
+@functools.partial(jax.jit, static_argnames=("chunk", "length_normalize"))
+def _maxsim_pairwise_chunked(q, q_mask, d, d_mask, *, chunk: int, length_normalize: bool):
+    n = q.shape[0]
+    score = functools.partial(_maxsim_pairwise_scores, length_normalize=length_normalize)
+    if chunk >= n:
+        return score(q, q_mask, d, d_mask)
+    out = jax.eval_shape(score, q[:1], q_mask[:1], d[:1], d_mask[:1])
+    out = jnp.zeros((n,), out.dtype)
+
+    def body(j, out):
+        start = jnp.minimum(j * chunk, n - chunk)  # the last chunk ends at row n
+
+        def rows(x):
+            return jax.lax.dynamic_slice_in_dim(x, start, chunk, 0)
+
+        scores = score(rows(q), rows(q_mask), rows(d), rows(d_mask))
+        return jax.lax.dynamic_update_slice_in_dim(out, scores, start, 0)
+
+    return jax.lax.fori_loop(0, -(-n // chunk), body, out)
+
+
+def _default_chunk(x: Any, per_item: int, cpu_budget: int) -> int:
+    """Items per scored block: ``cpu_budget`` similarities on CPU, 2**25 on accelerators."""
+    concrete = isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+    devices = x.devices() if concrete else None
+    platform = next(iter(devices)).platform if devices else jax.default_backend()
+    budget = cpu_budget if platform == "cpu" else _BLOCK_ELEMENTS
+    return max(1, budget // max(1, per_item))
 
 
 @jax.jit
@@ -280,11 +307,7 @@ def maxsim(
     q, qm, d, dm = _prepare(q_tokens, q_mask, d_tokens, d_mask, length_normalize)
     n, td = d.shape[0], d.shape[1]
     if chunk_size is None:
-        concrete = isinstance(d, jax.Array) and not isinstance(d, jax.core.Tracer)
-        devices = d.devices() if concrete else None
-        platform = next(iter(devices)).platform if devices else jax.default_backend()
-        budget = _BLOCK_ELEMENTS_CPU if platform == "cpu" else _BLOCK_ELEMENTS
-        chunk = max(1, budget // max(1, q.shape[0] * q.shape[1] * td))
+        chunk = _default_chunk(d, q.shape[0] * q.shape[1] * td, _BLOCK_ELEMENTS_CPU)
     else:
         check_int(chunk_size, "chunk_size", minimum=1)
         chunk = int(chunk_size)
@@ -305,6 +328,7 @@ def maxsim_pairwise(
     d_mask: ArrayLike | None,
     *,
     length_normalize: bool = False,
+    chunk_size: int | None = None,
 ) -> jax.Array:
     """MaxSim of each query with its own document: ``scores[i] = maxsim(q[i], d[i])``.
 
@@ -318,13 +342,16 @@ def maxsim_pairwise(
       d_tokens: [B, Td, D] document token embeddings: the same B and D (Td may differ).
       d_mask: [B, Td]; nonzero keeps a token. ``None`` as above.
       length_normalize: divide by the number of kept query tokens (MeanMaxSim).
+      chunk_size: pairs scored at a time (bounds the [chunk, Tq, Td] similarity block);
+        default: as many as keep it under 2**18 elements on CPU, 2**25 on accelerators.
 
     Returns:
       [B] float32 (under a caller's ``jax.jit``: ``-inf`` for an empty document, NaN for an
       empty query).
 
     Raises:
-      ValueError: as :func:`maxsim`, and when queries and documents differ in number.
+      ValueError: as :func:`maxsim` (``chunk_size`` too), and when queries and documents
+        differ in number.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -346,10 +373,16 @@ def maxsim_pairwise(
             f"d_tokens {shape_str(d)} must hold one document per query of q_tokens "
             f"{shape_str(q)} (axis 0: {q.shape[0]} vs {d.shape[0]})"
         )
-    return _maxsim_pairwise_jit(
+    if chunk_size is None:
+        chunk = _default_chunk(d, q.shape[1] * d.shape[1], _BLOCK_ELEMENTS_CPU_PAIRS)
+    else:
+        check_int(chunk_size, "chunk_size", minimum=1)
+        chunk = int(chunk_size)
+    return _maxsim_pairwise_chunked(
         jnp.asarray(q),
         jnp.asarray(qm),
         jnp.asarray(d),
         jnp.asarray(dm),
+        chunk=min(chunk, q.shape[0]),
         length_normalize=length_normalize,
     )
