@@ -21,6 +21,13 @@ from jaxemb.retrieval._metrics import sts_spearman as sts_spearman
 from jaxemb.retrieval._muvera import MuveraConfig as MuveraConfig
 from jaxemb.retrieval._muvera import muvera_fde as muvera_fde
 from jaxemb.retrieval._muvera import muvera_search as muvera_search
+from jaxemb.retrieval._dpq import DifferentiablePQ as DifferentiablePQ
+from jaxemb.retrieval._pq import OPQ as OPQ
+from jaxemb.retrieval._pq import opq_train as opq_train
+from jaxemb.retrieval._pq import pq_decode as pq_decode
+from jaxemb.retrieval._pq import pq_encode as pq_encode
+from jaxemb.retrieval._pq import pq_search as pq_search
+from jaxemb.retrieval._pq import pq_train as pq_train
 from jaxemb.retrieval._quantize import quantize_embeddings as quantize_embeddings
 from jaxemb.retrieval._rescore import search_with_rescoring as search_with_rescoring
 from jaxemb.retrieval._search import maxsim_search as maxsim_search
@@ -52,4 +59,11 @@ __all__ = [
     "multi_vector_info_nce",
     "TokenEmbeddingHead",
     "token_skiplist",
+    "pq_train",
+    "pq_encode",
+    "pq_decode",
+    "pq_search",
+    "opq_train",
+    "OPQ",
+    "DifferentiablePQ",
 ]
