@@ -67,6 +67,18 @@ def test_hamming_and_int8_recomputed_candidates_with_heavy_ties(rng):
     np.testing.assert_array_equal(np.asarray(s), ref_s)
 
 
+def test_float_scores_in_groups_of_32_with_heavy_ties(rng):
+    # chunk 2048, k 2: 64 groups of 32 rows, candidates gathered from the float tile; five
+    # distinct scores, so the top values tie across many groups.
+    corpus = rng.integers(0, 5, (2100, 1)).astype(np.float32)
+    queries = np.array([[1.0], [-1.0], [0.5]], np.float32)
+    assert _group_size(2048, 2) == 32
+    ref_s, ref_i = _stable_top(queries.astype(np.float64) @ corpus.T.astype(np.float64), 2)
+    s, i = search(queries, corpus, 2, metric="dot", chunk_size=2048)
+    np.testing.assert_array_equal(np.asarray(i), ref_i)
+    np.testing.assert_array_equal(np.asarray(s), ref_s)
+
+
 def test_int8_dot_beyond_float32_precision_selects_in_int32():
     # uint8 x uint8 over 300 dims reaches 300 * 255**2 > 2**24: neighbouring scores 1 apart
     # are not distinct in float32 (spacing 2 there), so selection must compare int32.

@@ -531,7 +531,8 @@ def _topk(
       layout: ``(mesh, axes)`` splitting the rows; ``None`` runs one program.
       shard: with a layout, ``"corpus"`` (each device searches its contiguous corpus shard
         for all queries; the results are replicated) or ``"queries"`` (each device searches
-        for its own query rows against the whole corpus; the results are split like ``q``).
+        for its own query rows against the whole corpus, gathered; the results are split like
+        ``q``, whose rows must divide evenly between the shards, as ``_row_layout`` ensures).
       exclude_self: ``q`` and ``c`` are the same set: query ``i`` never lists row ``i``.
 
     Returns:
