@@ -380,28 +380,6 @@ def _chunk_candidates(
     return conv(cand.reshape(nq, kk * group)), pos
 
 
-# The pre-filter's group size before it was chosen per chunk (see _group_size); kept for
-# callers that still pick their own.
-_GROUP = 8
-
-
-def _prepare(x: jax.Array, metric: str) -> tuple[jax.Array, jax.Array | None]:
-    """A registered metric's ``prepare`` in the two-part form ``(rows, squared norms or None)``."""
-    dtype = jnp.promote_types(x.dtype, jnp.float32)
-    if metric == "l2":
-        return _l2_prepare(x, dtype)
-    return _REGISTRY[metric].prepare(x, dtype), None
-
-
-def _scores_t(q, q_sq, c, c_sq, metric: str) -> jax.Array:
-    """A registered metric's ``tile`` for :func:`_prepare`'s form; float scores have -0.0 as
-    0.0 and stay above -inf (padding), as in the engine."""
-    s = _l2_tile((q, q_sq), (c, c_sq)) if metric == "l2" else _REGISTRY[metric].tile(q, c)
-    if jnp.issubdtype(s.dtype, jnp.integer):
-        return s
-    return jnp.where(s == 0, jnp.zeros_like(s), jnp.maximum(s, jnp.finfo(s.dtype).min))
-
-
 def _local_search(
     q, c, n_valid, offset, *, k: int, chunk: int, metric: str | _Metric, q_index=None
 ):
