@@ -337,5 +337,7 @@ def test_bad_input_names_the_argument(trained):
         DifferentiablePQ(D, m=M)
     with pytest.raises(ValueError, match="mode must be one of"):
         DifferentiablePQ(D, m=M, codebooks=cb, nbits=NBITS, mode="gumbel")
-    with pytest.raises(ValueError, match=r"m must divide the dimension of rows \[0, 16\]"):
+    with pytest.raises(ValueError, match=r"m must divide dim=16 into equal sub-vectors; got m=3"):
         DifferentiablePQ(D, m=3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"x \[300, 16\] has NaN or inf .*\[7\]"):
+        DifferentiablePQ(D, m=M, nbits=NBITS, codebooks=cb).encode(bad)

@@ -23,11 +23,14 @@ from jaxemb.retrieval._pq import (
     _MAX_NBITS,
     _check_codebooks,
     _check_codes,
+    _check_finite,
     _check_m,
     _code_dtype,
     _decode,
+    _first_min,
     _nearest,
     _split,
+    _sub_distances,
 )
 
 _MODES = ("straight_through", "soft")
@@ -43,7 +46,8 @@ class DifferentiablePQ(nnx.Module):
     - ``mode="straight_through"`` (default): the output is the hard reconstruction
       ``concat_j c_{j, argmin}`` (what the index stores, :func:`pq_encode` then
       :func:`pq_decode`), with the gradient of the soft reconstruction ``Σ_k p_jk c_jk``
-      (``soft + stop_gradient(hard − soft)``), reaching the codebooks and ``x``;
+      (``stop_gradient(hard) + soft − stop_gradient(soft)``: the value is exactly the hard
+      one), reaching the codebooks and ``x``;
     - ``mode="soft"``: the soft reconstruction itself (DPQ-SX), forward and backward.
 
     :meth:`decode` reconstructs fixed codes differentiably in the codebooks (JPQ: the codes of
@@ -59,6 +63,12 @@ class DifferentiablePQ(nnx.Module):
       mode: ``"straight_through"`` or ``"soft"``.
       temperature: ``> 0``, the soft assignment's temperature (in squared-distance units).
       rngs: parameter RNG streams, needed when ``codebooks`` is ``None``.
+
+    Raises:
+      ValueError: ``m`` not dividing ``dim``, ``nbits`` outside ``1..16``, codebooks of the wrong
+        shape or with NaN / inf, an unknown mode, a temperature that is not ``> 0``, no
+        ``rngs`` without codebooks; at call time, rows that are not ``[N, dim]`` floats or hold
+        NaN / inf (concrete inputs), codes out of range.
 
     Examples:
       >>> import jax.numpy as jnp, numpy as np
@@ -93,7 +103,7 @@ class DifferentiablePQ(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ):
         v.check_int(dim, "dim", minimum=1)
-        _check_m(m, dim, np.empty((0, dim)), "rows")
+        _check_m(m, dim, f"dim={dim}")
         v.check_int(nbits, "nbits", minimum=1, maximum=_MAX_NBITS)
         v.check_choice(mode, "mode", _MODES)
         v.check_positive(temperature, "temperature")
@@ -121,6 +131,7 @@ class DifferentiablePQ(nnx.Module):
         x = v.check_array(x, "x", ndim=2, kind="float")
         if x.shape[1] != self.dim:
             raise ValueError(f"x must be [N, dim={self.dim}]; got {v.shape_str(x)}")
+        _check_finite(x, "x")  # concrete rows only; traced NaN rows give NaN outputs
         return jnp.asarray(x).astype(jnp.promote_types(x.dtype, jnp.float32))
 
     def encode(self, x: ArrayLike) -> jax.Array:
@@ -146,9 +157,8 @@ class DifferentiablePQ(nnx.Module):
 
 def _sq_dist(x: jax.Array, cb: jax.Array) -> jax.Array:
     """Squared L2 ``[N, m, ksub]`` between the sub-vectors of ``x`` ``[N, d]`` and their
-    codebooks ``[m, ksub, dsub]``, by direct differences as :func:`pq_encode` computes them."""
-    diff = _split(x, cb.shape[0])[:, :, None, :] - cb[None, :, :, :]
-    return jnp.sum(diff * diff, axis=3)
+    codebooks ``[m, ksub, dsub]``, computed as :func:`pq_encode` computes them."""
+    return _sub_distances(_split(x, cb.shape[0]), cb)
 
 
 @jax.jit
@@ -176,6 +186,6 @@ def _quantize(x, cb, temperature, *, mode):
     if mode == "soft":
         return soft
     # the hard reconstruction exactly, with the soft one's gradient
-    ids = jnp.argmin(jax.lax.stop_gradient(d2), axis=2)
+    ids = _first_min(jax.lax.stop_gradient(d2))
     hard = jax.lax.stop_gradient(_decode(ids, cb))
     return hard + (soft - jax.lax.stop_gradient(soft))

@@ -69,12 +69,12 @@ def _check_mesh(mesh: Any) -> None:
         raise ValueError(f"mesh must be a jax.sharding.Mesh with a 'data' axis; got {mesh!r}")
 
 
-def _check_m(m: Any, d: int, x: Any, name: str) -> None:
+def _check_m(m: Any, d: int, what: str) -> None:
+    """``m`` a positive integer dividing ``d`` (``what`` names ``d`` in the message)."""
     check_int(m, "m", minimum=1)
     if d % m:
         raise ValueError(
-            f"m must divide the dimension of {name} {shape_str(x)} into equal sub-vectors; "
-            f"got m={m} ({d} % {m} = {d % m})"
+            f"m must divide {what} into equal sub-vectors; got m={m} ({d} % {m} = {d % m})"
         )
 
 
@@ -163,14 +163,43 @@ def _split(x: jax.Array, m: int) -> jax.Array:
     return x.reshape(x.shape[0], m, x.shape[1] // m)
 
 
+_UNROLL_DSUB = 32  # up to this sub-vector width the squared differences are summed unrolled
+
+
+def _sub_distances(xs: jax.Array, cb: jax.Array) -> jax.Array:
+    """Squared L2 ``[n, m, ksub]`` between sub-vectors ``[n, m, dsub]`` and their codebooks.
+
+    By direct differences (no cancellation), summed over the ``dsub`` coordinates in order, with
+    the codebooks transposed to ``[m, dsub, ksub]`` so that the work runs along the centroids.
+    """
+    cbt = jnp.transpose(cb, (0, 2, 1))
+    if xs.shape[2] > _UNROLL_DSUB:
+        diff = xs[:, :, :, None] - cbt[None]
+        return jnp.sum(diff * diff, axis=2)
+    diff = xs[:, :, 0, None] - cbt[None, :, 0, :]
+    acc = diff * diff
+    for t in range(1, xs.shape[2]):
+        diff = xs[:, :, t, None] - cbt[None, :, t, :]
+        acc = acc + diff * diff
+    return acc
+
+
+def _first_min(d2: jax.Array) -> jax.Array:
+    """The lowest index of the minimum along the last axis (int32), as ``argmin``; a minimum
+    pass then an index pass, both plain reductions (XLA's CPU ``argmin`` is several times
+    slower)."""
+    low = jnp.min(d2, axis=-1, keepdims=True)
+    ids = jnp.arange(d2.shape[-1], dtype=jnp.int32)
+    return jnp.min(jnp.where(d2 == low, ids, d2.shape[-1]), axis=-1)
+
+
 def _nearest(xs: jax.Array, cb: jax.Array) -> jax.Array:
     """Nearest centroid ids ``[n, m]`` (int32) of sub-vectors ``[n, m, dsub]``.
 
-    Squared L2 by direct differences, ties to the lower id (``argmin``'s first minimum), as
-    faiss ``ProductQuantizer.compute_codes`` (``fvec_L2sqr_ny_nearest``).
+    Squared L2 by direct differences, ties to the lower id, as faiss
+    ``ProductQuantizer.compute_codes`` (``fvec_L2sqr_ny_nearest``).
     """
-    diff = xs[:, :, None, :] - cb[None, :, :, :]
-    return jnp.argmin(jnp.sum(diff * diff, axis=3), axis=2).astype(jnp.int32)
+    return _first_min(_sub_distances(xs, cb))
 
 
 def _decode(codes: jax.Array, cb: jax.Array) -> jax.Array:
@@ -404,7 +433,7 @@ def _initial_codebooks(x, key, init, *, m, ksub, limit, mesh):
 
 def _validate_training(x, m, nbits, n_iter, init, max_points_per_centroid, mesh):
     x = _as_matrix(x, "x")
-    _check_m(m, x.shape[1], x, "x")
+    _check_m(m, x.shape[1], f"the dimension of x {shape_str(x)}")
     check_int(nbits, "nbits", minimum=1, maximum=_MAX_NBITS)
     ksub = 2**nbits
     n = x.shape[0]
