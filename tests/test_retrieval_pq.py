@@ -151,6 +151,8 @@ def test_train_recovers_planted_codebooks_and_shards(mesh8):
     # rows split over the mesh: the same codebooks (psum-reduced sums)
     sharded = np.asarray(pq_train(x, m=M, nbits=NBITS, key=1, mesh=mesh8))
     assert_f32_close(sharded, cb)
+    # a warm start at the fixed point stays there
+    assert_f32_close(pq_train(x, m=M, nbits=NBITS, init=cb), cb)
 
 
 def test_opq_rotation_lowers_distortion_and_is_applied_everywhere(trained):
@@ -329,6 +331,10 @@ def test_bad_input_names_the_argument(trained):
         pq_search(q, codes, cb, 3, metric="cosine")
     with pytest.raises(ValueError, match=r"rotation must be \[d, d\] = \[16, 16\]"):
         pq_encode(x, cb, rotation=np.eye(8, dtype=np.float32))
+    with pytest.raises(
+        ValueError, match=r"init given as codebooks must be \[m, 2\*\*nbits, d // m\]"
+    ):
+        pq_train(x, m=M, nbits=NBITS, init=cb[:, :8])
     with pytest.raises(ValueError, match="opq_iter must be >= 0"):
         opq_train(x, m=M, opq_iter=-1)
     with pytest.raises(ValueError, match=r"codebooks must be \[m, 2\*\*nbits, dim // m\]"):
