@@ -5,6 +5,7 @@ compression").
 """
 
 from jaxemb.losses._multi_vector import multi_vector_info_nce as multi_vector_info_nce
+from jaxemb.retrieval._dpq import DifferentiablePQ as DifferentiablePQ
 from jaxemb.retrieval._funnel import funnel_search as funnel_search
 from jaxemb.retrieval._kmeans import KMeans as KMeans
 from jaxemb.retrieval._kmeans import kmeans as kmeans
@@ -21,7 +22,6 @@ from jaxemb.retrieval._metrics import sts_spearman as sts_spearman
 from jaxemb.retrieval._muvera import MuveraConfig as MuveraConfig
 from jaxemb.retrieval._muvera import muvera_fde as muvera_fde
 from jaxemb.retrieval._muvera import muvera_search as muvera_search
-from jaxemb.retrieval._dpq import DifferentiablePQ as DifferentiablePQ
 from jaxemb.retrieval._pq import OPQ as OPQ
 from jaxemb.retrieval._pq import opq_train as opq_train
 from jaxemb.retrieval._pq import pq_decode as pq_decode
