@@ -6,6 +6,9 @@ above 0.9 with it (computed here in NumPy). Each training is a few hundred Adam 
 1024 (2048 for BatchTopK) with a large learning rate, so that it fits a CPU test budget.
 """
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -44,10 +47,29 @@ def train(model, x, *, steps, lr=None, tx=None, batch=BATCH, input_norm=False, s
     tx = optax.adam(lr) if tx is None else tx
     train_step, state = sae.make_train_step(model, tx, schedules=schedules)
     batches = jnp.asarray(x[: (len(x) // batch) * batch].reshape(-1, batch, x.shape[1]))
-    for i in range(steps):
-        state, m = train_step(state, batches[i % batches.shape[0]])
+    state, m = _run_steps(train_step, state, batches, steps)
     sae.sync(model, state)
     return state, {k: float(v) for k, v in m.items()}
+
+
+# These trainings are bound by execution, not compilation: the loop of steps is one program
+# (a scan over the library's own train step) compiled with XLA's default optimisation, not the
+# suite's compile-fast settings (tests/conftest.py), which run such loops 2-3x slower.
+_EXECUTION_BOUND = {"xla_backend_optimization_level": 2, "xla_cpu_use_fusion_emitters": True}
+
+
+def _run_steps(train_step, state, batches, steps):
+    """``steps`` calls of ``train_step`` cycling over ``batches``; the last step's metrics."""
+
+    @functools.partial(jax.jit, compiler_options=_EXECUTION_BOUND)
+    def run(state, batches):
+        def body(state, i):
+            return train_step(state, batches[i % batches.shape[0]])
+
+        state, metrics = jax.lax.scan(body, state, jnp.arange(steps))
+        return state, jax.tree.map(lambda v: v[-1], metrics)
+
+    return run(state, batches)
 
 
 def test_topk_recovers_planted_dictionary(planted):

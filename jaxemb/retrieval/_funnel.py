@@ -77,7 +77,7 @@ def funnel_search(
     *,
     stages: Sequence[tuple[int | None, int | None]] = _DEFAULT_STAGES,
     metric: str = "cosine",
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
     query_chunk_size: int = 1024,
     mesh: Mesh | None = None,
 ) -> tuple[jax.Array, jax.Array]:
@@ -104,7 +104,8 @@ def funnel_search(
       stages: ``(width, keep)`` pairs: widths strictly increasing in ``[1, D]`` (``None`` = D),
         ``keep`` non-increasing in ``[k, N]`` (``None`` = k), the last equal to ``k``.
       metric: ``"cosine"`` (prefixes re-normalised at every stage) or ``"dot"``.
-      chunk_size: corpus rows per chunk of the first stage's search.
+      chunk_size: corpus rows per chunk of the first stage's search (``None``: :func:`search`'s
+        default).
       query_chunk_size: queries searched (and re-ranked) at a time.
       mesh: a mesh with a ``data`` axis to shard the first stage's search over (see
         :func:`search`).

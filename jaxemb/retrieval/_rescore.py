@@ -86,7 +86,7 @@ def search_with_rescoring(
     rescore_multiplier: int = 4,
     ranges: ArrayLike | None = None,
     calibration_embeddings: ArrayLike | None = None,
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
     query_chunk_size: int = 1024,
     mesh: Mesh | None = None,
 ) -> tuple[jax.Array, jax.Array]:
@@ -124,7 +124,8 @@ def search_with_rescoring(
       ranges: [2, D] ranges that quantized the corpus (``int8``/``uint8``).
       calibration_embeddings: [M, D] embeddings to take the ranges from instead; with neither
         the ranges come from the queries (as in the reference; not recommended).
-      chunk_size: corpus rows per chunk of the shortlist search.
+      chunk_size: corpus rows per chunk of the shortlist search (``None``: :func:`search`'s
+        default for the metric).
       query_chunk_size: queries scored (and rescored) at a time.
       mesh: a mesh with a ``data`` axis to shard the shortlist search over (see
         :func:`search`).
