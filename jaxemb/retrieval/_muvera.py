@@ -77,6 +77,11 @@ class MuveraConfig:
       ...                    projection_dimension=16, fill_empty_partitions=True)
       >>> cfg.num_partitions, cfg.block_dimension, cfg.output_dimension
       (32, 16, 10240)
+
+    References:
+      Dhulipala, Hadian, Jayaram, Lee & Mirrokni, "MUVERA: Multi-Vector Retrieval via Fixed
+      Dimensional Encodings" (NeurIPS 2024); the fields and defaults are those of
+      google/graph-mining's ``FixedDimensionalEncodingConfig`` (sketching/point_cloud).
     """
 
     dimension: int
