@@ -190,8 +190,12 @@ def test_divergence_stops_the_run_and_damaged_steps_are_skipped(tmp_path, capsys
     assert err == ""  # no traceback from orbax or TensorStore
     (message,) = [str(r.message) for r in record if r.category is CheckpointWarning]
     assert message.startswith("Checkpoint step 2 ") and "damaged on disk" in message
-    # the experiments print each warning on one line
-    line = warnings.formatwarning(message, CheckpointWarning, "x.py", 1)
+    # the experiments print each warning on one line while they run, and give the process its
+    # own formatter back when they return
+    from jaxemb.experiment._config import _one_line_warning
+
+    assert warnings.formatwarning is not _one_line_warning
+    line = _one_line_warning(message, CheckpointWarning, "x.py", 1)
     assert line.count("\n") == 1 and line.startswith("warning: Checkpoint step 2 ")
     summary = read_jsonl(run / "metrics.jsonl")[-1]
     assert summary["final"] is True and summary["steps"] == 2

@@ -12,16 +12,19 @@ import hashlib
 import importlib
 import inspect
 import io
+import json
 import linecache
 import os
 import pkgutil
 import re
+import subprocess
 import sys
 import sysconfig
 import textwrap
 import types
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import tensorflow_datasets as tfds
 from etils import epath
@@ -355,6 +358,32 @@ def harvest_python_code_search(modules: Sequence[str] | None = None) -> list[dic
     return unique
 
 
+def _harvest_in_fresh_interpreter() -> list[dict[str, str]]:
+    """``harvest_python_code_search()`` run in a new interpreter of this Python installation.
+
+    The harvest reads the modules' live attributes, so in the preparing process it would depend
+    on what that process imported or patched (a command line that replaced
+    ``warnings.formatwarning`` drops ``warnings.formatwarning`` from the corpus). A fresh
+    interpreter sees the standard library as installed.
+    """
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    script = (
+        "import json, sys\n"
+        "from jaxemb.data import harvest_python_code_search\n"
+        "json.dump(harvest_python_code_search(), sys.stdout)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"harvesting python_code_search in a fresh interpreter ({sys.executable}) failed "
+            f"with exit code {done.returncode}: {done.stderr.strip()[-2000:]}"
+        )
+    return json.loads(done.stdout)
+
+
 # ----------------------------------------------------------------------------- tokenizer
 
 
@@ -543,7 +572,7 @@ class PythonCodeSearch(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # The corpus comes from this interpreter's standard library.
-        examples = harvest_python_code_search()
+        examples = _harvest_in_fresh_interpreter()
         splits = {"train": [], "test": []}
         for example in examples:
             splits[code_search_split(example["module"])].append(example)

@@ -296,28 +296,32 @@ def run_command(
 
     from jaxemb.checkpoint import CheckpointConfigError, DivergenceError
 
+    previous_format = warnings.formatwarning  # restored on return: a caller's process keeps its own
     warnings.formatwarning = _one_line_warning
-    parser = argparse.ArgumentParser(
-        prog=program,
-        description=description,
-        epilog=config_class.describe(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--workdir", default=default_workdir, help="output directory")
-    parser.add_argument("overrides", nargs="*", help="config overrides as key=value")
-    args = parser.parse_args(argv)
     try:
-        config = config_class.create(parse_overrides(args.overrides, error=config_class.error))
-        start = time.perf_counter()
-        result = train_and_evaluate(config, args.workdir)
-    except (ConfigError, CheckpointConfigError, *errors) as e:
-        print(f"{program}: {e}", file=sys.stderr)
-        return 2
-    except DivergenceError as e:
-        print(f"{program}: {e}", file=sys.stderr)
-        return 3
-    print(summarize(config, result, args.workdir, time.perf_counter() - start))
-    return 0
+        parser = argparse.ArgumentParser(
+            prog=program,
+            description=description,
+            epilog=config_class.describe(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.add_argument("--workdir", default=default_workdir, help="output directory")
+        parser.add_argument("overrides", nargs="*", help="config overrides as key=value")
+        args = parser.parse_args(argv)
+        try:
+            config = config_class.create(parse_overrides(args.overrides, error=config_class.error))
+            start = time.perf_counter()
+            result = train_and_evaluate(config, args.workdir)
+        except (ConfigError, CheckpointConfigError, *errors) as e:
+            print(f"{program}: {e}", file=sys.stderr)
+            return 2
+        except DivergenceError as e:
+            print(f"{program}: {e}", file=sys.stderr)
+            return 3
+        print(summarize(config, result, args.workdir, time.perf_counter() - start))
+        return 0
+    finally:
+        warnings.formatwarning = previous_format
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
