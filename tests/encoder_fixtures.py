@@ -52,11 +52,22 @@ BERT_CONFIG = {
 def write_tokenizer(directory: Path, corpus=None, vocab_size: int = 120) -> Tokenizer:
     """A WordPiece tokenizer trained on ``corpus`` (default SENTENCES) as ``tokenizer.json``."""
     wp = BertWordPieceTokenizer(lowercase=True)
+    corpus = SENTENCES if corpus is None else list(corpus)
+    # The trainer breaks ties between equally frequent merges by the hash-map order of its
+    # "##x" tokens, so two runs can learn different vocabularies (and a test's tiny model then
+    # differs from run to run); registering every "##x" first, sorted, makes it deterministic,
+    # as jaxemb.data's train_wordpiece does.
+    continuing = set()
+    for text in corpus:
+        for word, _ in wp.pre_tokenizer.pre_tokenize_str(wp.normalizer.normalize_str(text)):
+            continuing.update(word[1:])
     wp.train_from_iterator(
-        SENTENCES if corpus is None else corpus,
+        corpus,
         vocab_size=vocab_size,
         min_frequency=1,
         show_progress=False,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        + [f"##{c}" for c in sorted(continuing)],
     )
     # What a Hugging Face BERT tokenizer.json carries: [CLS] text [SEP].
     cls, sep = wp.token_to_id("[CLS]"), wp.token_to_id("[SEP]")
