@@ -135,19 +135,27 @@ def _import_quietly(name: str) -> types.ModuleType | None:
             return None
 
 
-def _walk(top: str, stdlib: str) -> list[types.ModuleType]:
-    """``top`` and its public submodules that import and live in the standard library."""
+def _walk(
+    top: str, root: str, *, skip: frozenset[str] = EXCLUDED_SUBMODULES, builtin: bool = False
+) -> list[types.ModuleType]:
+    """``top`` and its public submodules that import and whose file lies in the directory
+    ``root`` (with ``builtin``, also modules compiled into the interpreter, which have no file);
+    a submodule whose name or dotted name is in ``skip`` is not walked into."""
     found, stack = [], [top]
     while stack:
         name = stack.pop()
         module = _import_quietly(name)
         path = getattr(module, "__file__", None)
-        if not path or not os.path.realpath(path).startswith(stdlib + os.sep):
+        if path is None and builtin and module is not None:
+            if name not in sys.builtin_module_names:
+                continue
+        elif not path or not os.path.realpath(path).startswith(root + os.sep):
             continue
         found.append(module)
         for info in pkgutil.iter_modules(getattr(module, "__path__", None) or []):
-            if not info.name.startswith("_") and info.name not in EXCLUDED_SUBMODULES:
-                stack.append(f"{name}.{info.name}")
+            full = f"{name}.{info.name}"
+            if not info.name.startswith("_") and info.name not in skip and full not in skip:
+                stack.append(full)
     return found
 
 
@@ -358,28 +366,41 @@ def harvest_python_code_search(modules: Sequence[str] | None = None) -> list[dic
     return unique
 
 
-def _harvest_in_fresh_interpreter() -> list[dict[str, str]]:
-    """``harvest_python_code_search()`` run in a new interpreter of this Python installation.
+def _harvest_in_fresh_interpreter(
+    harvest: str = "harvest_python_code_search", *, env: dict[str, str] | None = None, **kwargs
+) -> list[dict[str, str]]:
+    """``jaxemb.data.<harvest>(**kwargs)`` run in a new interpreter of this Python installation.
 
     The harvest reads the modules' live attributes, so in the preparing process it would depend
     on what that process imported or patched (a command line that replaced
     ``warnings.formatwarning`` drops ``warnings.formatwarning`` from the corpus). A fresh
-    interpreter sees the standard library as installed.
+    interpreter sees the modules as installed. ``kwargs`` travel as JSON, ``env`` is added to
+    this process's environment, and what the imports write to the file descriptor of stdout
+    goes to stderr, so only the result comes back on stdout.
     """
     root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, **(env or {}), "PYTHONPATH": path}
     script = (
-        "import json, sys\n"
-        "from jaxemb.data import harvest_python_code_search\n"
-        "json.dump(harvest_python_code_search(), sys.stdout)\n"
+        "import json, os, sys\n"
+        f"from jaxemb.data import {harvest} as harvest\n"
+        "out = os.fdopen(os.dup(1), 'w')\n"
+        "os.dup2(2, 1)\n"
+        "json.dump(harvest(**json.loads(sys.argv[1])), out)\n"
+        "out.close()\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=900
+        [sys.executable, "-c", script, json.dumps(kwargs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     if done.returncode != 0:
         raise RuntimeError(
-            f"harvesting python_code_search in a fresh interpreter ({sys.executable}) failed "
-            f"with exit code {done.returncode}: {done.stderr.strip()[-2000:]}"
+            f"harvesting {harvest.removeprefix('harvest_')} in a fresh interpreter "
+            f"({sys.executable}) failed with exit code {done.returncode}: "
+            f"{done.stderr.strip()[-2000:]}"
         )
     return json.loads(done.stdout)
 
