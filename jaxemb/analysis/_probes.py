@@ -460,7 +460,9 @@ def linear_probe(
     _check_finite_rows(test_x, "test_x")
     num_classes = _resolve_num_classes(num_classes, {"train_y": train_y, "test_y": test_y})
 
-    dtype = jnp.promote_types(train_x.dtype, jnp.float32)
+    # float32, or wider where JAX allows it (a float64 NumPy input without x64 is float32)
+    dtype = jnp.asarray(train_x).dtype
+    dtype = jnp.promote_types(dtype, jnp.float32)
     w, b = _fit_probe(
         jnp.asarray(train_x),
         jnp.asarray(train_y),
