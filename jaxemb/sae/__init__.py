@@ -55,18 +55,18 @@ from jaxemb.sae._mp import MatchingPursuitSAE as MatchingPursuitSAE
 from jaxemb.sae._mp import matching_pursuit_loss as matching_pursuit_loss
 from jaxemb.sae._relu import ReluSAE as ReluSAE
 from jaxemb.sae._relu import relu_loss as relu_loss
+from jaxemb.sae._resample import resample_dead as resample_dead
+from jaxemb.sae._scaling import InputScale as InputScale
+from jaxemb.sae._scaling import fit_input_norm as fit_input_norm
+from jaxemb.sae._scaling import fold_input_norm as fold_input_norm
+from jaxemb.sae._schedules import k_anneal as k_anneal
+from jaxemb.sae._schedules import l1_warmup as l1_warmup
+from jaxemb.sae._schedules import lr_schedule as lr_schedule
+from jaxemb.sae._state import TrainState as TrainState
+from jaxemb.sae._state import sync as sync
 from jaxemb.sae._topk import TopKSAE as TopKSAE
 from jaxemb.sae._topk import topk_loss as topk_loss
-from jaxemb.sae._train import TrainState as TrainState
 from jaxemb.sae._train import make_train_step as make_train_step
-from jaxemb.sae._train import sync as sync
-from jaxemb.sae._tricks import InputScale as InputScale
-from jaxemb.sae._tricks import fit_input_norm as fit_input_norm
-from jaxemb.sae._tricks import fold_input_norm as fold_input_norm
-from jaxemb.sae._tricks import k_anneal as k_anneal
-from jaxemb.sae._tricks import l1_warmup as l1_warmup
-from jaxemb.sae._tricks import lr_schedule as lr_schedule
-from jaxemb.sae._tricks import resample_dead as resample_dead
 
 __all__ = [
     "SAEOutput",

@@ -13,8 +13,8 @@ from jax.typing import ArrayLike
 from jaxemb import _validate as v
 from jaxemb.sae._base import SAEOutput, check_batch, total_variance
 from jaxemb.sae._relu import DenseSAE, check_dead_mask, recon_metrics
+from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 from jaxemb.sae._topk import _auxk
-from jaxemb.sae._tricks import scale_inputs, unscale_outputs
 
 
 class RunningThreshold(nnx.Variable):

@@ -11,7 +11,7 @@ from jax.typing import ArrayLike
 
 from jaxemb.sae._base import SAEOutput, check_batch, sum_squared_error
 from jaxemb.sae._relu import DenseSAE, check_coef, check_dead_mask, recon_metrics
-from jaxemb.sae._tricks import scale_inputs, unscale_outputs
+from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
 
 class GatedSAE(DenseSAE):

@@ -14,7 +14,7 @@ from jax.typing import ArrayLike
 from jaxemb import _validate as v
 from jaxemb.sae._base import SAEOutput, check_batch
 from jaxemb.sae._relu import DenseSAE, check_coef, check_dead_mask, recon_metrics
-from jaxemb.sae._tricks import scale_inputs, unscale_outputs
+from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
 
 def _rectangle(u: jax.Array) -> jax.Array:

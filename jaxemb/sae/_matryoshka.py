@@ -23,8 +23,8 @@ from jaxemb.sae._base import (
 )
 from jaxemb.sae._dead import check_threshold
 from jaxemb.sae._kernels import _sparse_decode, _topk_encode
+from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 from jaxemb.sae._topk import _auxk, _check_dead_mask
-from jaxemb.sae._tricks import scale_inputs, unscale_outputs
 
 _REDUCTIONS = ("mean", "sum")
 

@@ -21,8 +21,8 @@ from jaxemb.sae._base import (
     total_variance,
 )
 from jaxemb.sae._kernels import _sparse_decode
+from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 from jaxemb.sae._topk import _check_dead_mask
-from jaxemb.sae._tricks import scale_inputs, unscale_outputs
 
 
 class MatchingPursuitSAE(nnx.Module):

@@ -18,7 +18,7 @@ from jaxemb.sae._base import (
     total_variance,
 )
 from jaxemb.sae._dead import check_threshold
-from jaxemb.sae._tricks import InputScale, scale_inputs, unscale_outputs
+from jaxemb.sae._scaling import InputScale, scale_inputs, unscale_outputs
 
 
 def check_dense_code(code: Any, d_sae: int, name: str = "code") -> None:

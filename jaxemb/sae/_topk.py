@@ -27,7 +27,7 @@ from jaxemb.sae._kernels import (
     gather_pre_activations,
     row_top_k,
 )
-from jaxemb.sae._tricks import input_scale, scale_inputs, unscale_outputs
+from jaxemb.sae._scaling import input_scale, scale_inputs, unscale_outputs
 
 
 class TopKSAE(nnx.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,56 +14,9 @@ from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
 from jaxemb.sae._base import check_batch, check_sae, remove_parallel_grad, unit_norm_rows
-
-
-class TrainState(NamedTuple):
-    """Everything one SAE training step reads and writes (a pytree; checkpoint it with orbax).
-
-    Attributes:
-      params: the module's ``nnx.Param`` values as a plain dict (``W_enc``, ``b_enc``, ``W_dec``,
-        ``b_dec`` and any variant-specific ones); copy them back with
-        ``nnx.update(model, state.params)``.
-      opt_state: the optax optimiser state.
-      dead: the :class:`DeadLatentState`.
-      step: int32 scalar, number of steps taken.
-      buffers: the module's other variables (``input_scale``, BatchTopK's running
-        ``threshold``...) as a plain dict, updated by the step where the variant updates them;
-        copy everything back with :func:`sync` (or ``nnx.update(model, state.buffers)``).
-    """
-
-    params: dict[str, Any]
-    opt_state: Any
-    dead: Any
-    step: jax.Array
-    buffers: dict[str, Any] | None = None
-
-
-def sync(model: nnx.Module, state: TrainState) -> None:
-    """Copies a :class:`TrainState`'s parameters and buffers back into ``model``, in place.
-
-    Args:
-      model: the module :func:`make_train_step` was built from.
-      state: a state returned by its ``train_step``.
-
-    Returns:
-      None.
-
-    Examples:
-      >>> import jax, optax
-      >>> from flax import nnx
-      >>> from jaxemb import sae
-      >>> model = sae.BatchTopKSAE(8, 32, k=2, rngs=nnx.Rngs(0), threshold_start_step=-1)
-      >>> train_step, state = sae.make_train_step(model, optax.adam(1e-2))
-      >>> state, _ = train_step(state, jax.random.normal(jax.random.key(1), (64, 8)))
-      >>> sae.sync(model, state)
-      >>> bool(model.threshold[...] > 0)
-      True
-    """
-    if not isinstance(state, TrainState):
-        raise ValueError(f"state must be a TrainState; got {type(state).__name__}")
-    nnx.update(model, state.params)
-    if state.buffers:
-        nnx.update(model, state.buffers)
+from jaxemb.sae._dead import _update, check_threshold, dead_latents_init
+from jaxemb.sae._resample import _resample
+from jaxemb.sae._state import TrainState
 
 
 def _loss_kwargs(model: Any) -> set[str] | None:
@@ -144,9 +97,6 @@ def make_train_step(
       around a pure ``jax.jit`` step); Anthropic, "Circuits Updates — April 2023" (resampling,
       λ warm-up, LR decay).
     """
-    from jaxemb.sae._dead import _update, check_threshold, dead_latents_init
-    from jaxemb.sae._tricks import _resample
-
     check_sae(model)
     if not hasattr(model, "training_loss"):
         raise ValueError(f"model must define training_loss(x, *, dead_mask); got {type(model)}")
