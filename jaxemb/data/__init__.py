@@ -16,6 +16,8 @@ from jaxemb.data._pipeline import BatchIterator as BatchIterator
 from jaxemb.data._pipeline import make_pipeline as make_pipeline
 from jaxemb.data._planted import PlantedDictionary as PlantedDictionary
 from jaxemb.data._planted import PlantedDictionaryConfig as PlantedDictionaryConfig
+from jaxemb.data._python_docs import PythonDocs as PythonDocs
+from jaxemb.data._python_docs import harvest_python_docs as harvest_python_docs
 from jaxemb.data._sources import data_source as data_source
 from jaxemb.data._sources import load_arrays as load_arrays
 from jaxemb.data._sources import planted_dictionary_atoms as planted_dictionary_atoms
@@ -26,10 +28,12 @@ __all__ = [
     "PlantedDictionary",
     "PlantedDictionaryConfig",
     "PythonCodeSearch",
+    "PythonDocs",
     "augment_images",
     "data_source",
     "default_data_dir",
     "harvest_python_code_search",
+    "harvest_python_docs",
     "load_arrays",
     "make_pipeline",
     "planted_dictionary_atoms",

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxemb.data import _code_search, _digits, _paths, _planted
+from jaxemb.data import _code_search, _digits, _paths, _planted, _python_docs
 
 EMBEDDED_BUILDERS = {
     "digits": _digits.Digits,
     "planted_dictionary": _planted.PlantedDictionary,
     "python_code_search": _code_search.PythonCodeSearch,
+    "python_docs": _python_docs.PythonDocs,
 }
 
 
@@ -36,7 +37,7 @@ def _resolve_config(name: str, config: Any) -> Any:
         if config not in known:
             raise ValueError(f"config for {name!r} must be one of {sorted(known)}; got {config!r}")
         return config
-    if isinstance(config, _planted.PlantedDictionaryConfig):
+    if name == "planted_dictionary" and isinstance(config, _planted.PlantedDictionaryConfig):
         fields = _planted.config_fields
         if config.name in known and fields(config) != fields(known[config.name]):
             raise ValueError(
@@ -45,9 +46,10 @@ def _resolve_config(name: str, config: Any) -> Any:
                 f"PlantedDictionaryConfig(name='my_variant', ...)"
             )
         return config
+    objects = " or a PlantedDictionaryConfig" if name == "planted_dictionary" else ""
     raise ValueError(
-        f"config for {name!r} must be None, a config name ({sorted(known)}) or a "
-        f"PlantedDictionaryConfig; got {type(config).__name__}"
+        f"config for {name!r} must be None or a config name ({sorted(known)}){objects}; "
+        f"got {type(config).__name__}"
     )
 
 
@@ -101,7 +103,7 @@ def embedded_builder(name: str, *, data_dir=None, config=None) -> tfds.core.Data
             if not _is_prepared(builder):
                 _prepare_quietly(builder)
                 builder = make()
-    if builder.builder_config is not None:
+    if isinstance(builder.builder_config, _planted.PlantedDictionaryConfig):
         saved = builder.data_path / _planted.CONFIG_FILENAME
         want = json.dumps(_planted.config_fields(builder.builder_config), sort_keys=True)
         if saved.exists() and json.loads(saved.read_text()) != json.loads(want):
@@ -129,18 +131,19 @@ def data_source(name: str, split: str, *, data_dir=None, config=None) -> Sequenc
     """Returns a random-access source of decoded examples for one split of a TFDS dataset.
 
     jaxemb's embedded datasets (``"digits"``, ``"planted_dictionary"``,
-    ``"python_code_search"``) are prepared into ``data_dir`` on first use (about 1 to 5 s each;
-    safe when several processes start together).
+    ``"python_code_search"``, ``"python_docs"``) are prepared into ``data_dir`` on first use
+    (about 1 to 10 s each; safe when several processes start together).
     Any other name goes through ``tfds.data_source`` and must be a TFDS dataset prepared (or
     preparable) in array_record format in ``data_dir``. Each element is a dict of NumPy values.
 
     Args:
-      name: ``"digits"``, ``"planted_dictionary"``, ``"python_code_search"`` or a TFDS dataset
-        name (e.g. ``"mnist"``).
+      name: ``"digits"``, ``"planted_dictionary"``, ``"python_code_search"``,
+        ``"python_docs"`` or a TFDS dataset name (e.g. ``"mnist"``).
       split: a split name (``"train"``, ``"test"``) or a TFDS slice such as ``"train[:10%]"``.
       data_dir: the TFDS data directory; ``None`` means ``default_data_dir()``.
       config: builder config: for ``planted_dictionary`` a config name (``"default"``,
-        ``"small"``) or a ``PlantedDictionaryConfig``; for TFDS datasets a config name.
+        ``"small"``) or a ``PlantedDictionaryConfig``; for ``python_docs`` ``"all"`` (the
+        default) or ``"stdlib"``; for TFDS datasets a config name.
 
     Returns:
       A sequence (``len`` and ``[i]``) of example dicts, e.g. an ``ArrayRecordDataSource``.
@@ -224,7 +227,9 @@ def load_arrays(name: str, split: str, *, data_dir=None, config=None) -> dict[st
     Feature names and dtypes: ``digits`` gives ``image`` uint8 [N, 8, 8, 1] (values 0..16),
     ``label`` int64 [N] and ``index`` int64 [N] (row in the embedded csv); ``planted_dictionary``
     gives ``x`` float32 [N, d_in], ``atoms`` int32 [N, max_active] (active atom indices, padded
-    with -1) and ``coefficients`` float32 [N, max_active] (their magnitudes, padded with 0).
+    with -1) and ``coefficients`` float32 [N, max_active] (their magnitudes, padded with 0);
+    ``python_docs`` gives ``text``, ``package``, ``module`` and ``object``, UTF-8 byte strings
+    (NumPy ``bytes_`` arrays [N]; ``np.char.decode(a, "utf-8")`` gives ``str``).
 
     Args:
       name: dataset name, as for ``data_source``.
