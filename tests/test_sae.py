@@ -188,7 +188,7 @@ def test_decode_equals_dense_and_call_consistent(rng):
 def test_topk_loss_fvu_without_dead_mask(rng):
     model = make_model(rng, 8, 32, 4)
     x = rng.normal(size=(50, 8)).astype(np.float32)
-    loss, m = sae.topk_loss(model, x)
+    loss, m = sae.loss(model, x)
     ref_loss, ref_fvu, _, vals = np_topk_loss(np_params(model), x, 4, None, 1 / 32)
     _, _, _, x_hat = np_forward(np_params(model), x, 4)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
@@ -206,7 +206,7 @@ def test_auxk_matches_sparsify_semantics(rng, n_dead):
     x = rng.normal(size=(30, d_in)).astype(np.float32)
     dead = np.zeros(d_sae, bool)
     dead[rng.choice(d_sae, n_dead, replace=False)] = True
-    loss, m = sae.topk_loss(model, x, jnp.asarray(dead))
+    loss, m = sae.loss(model, x, jnp.asarray(dead))
     p = np_params(model)
     ref_loss, ref_fvu, ref_auxk, _ = np_topk_loss(p, x, k, dead, 0.25)
     np.testing.assert_allclose(m["auxk"], ref_auxk, rtol=1e-5, atol=1e-7)
@@ -235,7 +235,7 @@ def test_loss_gradient_matches_finite_differences(rng):
     graphdef, state = nnx.split(model, nnx.Param)
 
     def f(p):
-        return sae.topk_loss(nnx.merge(graphdef, p), x, jnp.asarray(dead))[0]
+        return sae.loss(nnx.merge(graphdef, p), x, jnp.asarray(dead))[0]
 
     grads = jax.grad(f)(nnx.to_pure_dict(state))
     p0 = np_params(model)
@@ -261,7 +261,7 @@ def test_bfloat16_inputs_accumulate_in_float32(rng):
     model = make_model(rng, 8, 16, 2)
     x = rng.normal(size=(20, 8)).astype(np.float32)
     xb = jnp.asarray(x, jnp.bfloat16)
-    loss, m = sae.topk_loss(model, xb)
+    loss, m = sae.loss(model, xb)
     assert loss.dtype == jnp.float32
     ref = np_topk_loss(np_params(model), np.asarray(xb.astype(jnp.float32)), 2, None, 1 / 32)[0]
     np.testing.assert_allclose(loss, ref, rtol=1e-4)
@@ -378,7 +378,7 @@ def test_train_step_matches_reference(rng):
     dead = counts > threshold
     assert 0 < dead.sum() < d_sae
     graphdef, pstate = nnx.split(model, nnx.Param)
-    grads = jax.grad(lambda p: sae.topk_loss(nnx.merge(graphdef, p), x, jnp.asarray(dead))[0])(
+    grads = jax.grad(lambda p: sae.loss(nnx.merge(graphdef, p), x, jnp.asarray(dead))[0])(
         nnx.to_pure_dict(pstate)
     )
     p0 = np_params(model)
@@ -593,7 +593,7 @@ def test_validation_errors():
     with pytest.raises(ValueError, match=r"x must have rank 2; got shape \[4\]"):
         model(jnp.ones((4,)))
     with pytest.raises(ValueError, match=r"x must have rank 2; got shape \[2, 3, 4\]"):
-        sae.topk_loss(model, jnp.ones((2, 3, 4)))
+        sae.loss(model, jnp.ones((2, 3, 4)))
     with pytest.raises(ValueError, match="x must have a float dtype; got int32"):
         model.encode(jnp.ones((3, 4), jnp.int32))
     with pytest.raises(ValueError, match="x must have a float dtype; got int64"):
@@ -602,9 +602,9 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="x must not be empty"):
         model.pre_activations(jnp.ones((0, 4)))
     with pytest.raises(ValueError, match=r"dead_mask must be \[d_sae=8\]"):
-        sae.topk_loss(model, jnp.ones((3, 4)), jnp.ones((7,), bool))
+        sae.loss(model, jnp.ones((3, 4)), jnp.ones((7,), bool))
     with pytest.raises(ValueError, match="dead_mask must be bool"):
-        sae.topk_loss(model, jnp.ones((3, 4)), jnp.ones((8,)))
+        sae.loss(model, jnp.ones((3, 4)), jnp.ones((8,)))
     with pytest.raises(ValueError, match="code must be a SparseCode"):
         model.decode(jnp.ones((3, 8)))
     with pytest.raises(ValueError, match="indices must have a int dtype"):

@@ -92,7 +92,7 @@ def test_matryoshka_loss_matches_numpy(rng, batch_topk, reduction, with_dead):
     p = _set_params(model, rng)
     x = rng.normal(size=(n, d_in)).astype(np.float32)
     dead = (np.arange(d_sae) % 5 == 0) if with_dead else None
-    loss, metrics = sae.matryoshka_sae_loss(model, x, None if dead is None else jnp.asarray(dead))
+    loss, metrics = sae.loss(model, x, None if dead is None else jnp.asarray(dead))
     r_loss, r_fvus, r_auxk, r_z = np_matryoshka(
         p,
         x.astype(np.float64),
@@ -178,8 +178,8 @@ def test_matryoshka_validation():
         model(jnp.zeros((3, 5)))
     with pytest.raises(ValueError, match="prefix"):
         model.decode(model.encode(jnp.ones((2, 4))), prefix=17)
-    with pytest.raises(ValueError, match="MatryoshkaSAE"):
-        sae.matryoshka_sae_loss(sae.TopKSAE(4, 16, k=2, rngs=nnx.Rngs(0)), jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="jaxemb.sae module"):
+        sae.loss(object(), jnp.ones((2, 4)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_matching_pursuit_matches_numpy(rng):
     dense = np.asarray(sae.densify(out.code, d_sae), np.float64)
     np.testing.assert_allclose(out.reconstruction, dense @ D + p["b_dec"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out.pre_activations, (x - p["b_dec"]) @ D.T, rtol=1e-5, atol=1e-5)
-    loss, metrics = sae.matching_pursuit_loss(model, x)
+    loss, metrics = sae.loss(model, x)
     np.testing.assert_allclose(loss, np.sum(r_res**2) / n, rtol=1e-5)
     tv = np.sum((x - x.mean(0)) ** 2)
     np.testing.assert_allclose(metrics["fvu"], np.sum(r_res**2) / tv, rtol=1e-5)
@@ -308,8 +308,10 @@ def test_matching_pursuit_validation():
         model.encode(jnp.zeros((2, 4)), tol=-1.0)
     with pytest.raises(ValueError, match="n_steps"):
         model.encode(jnp.zeros((2, 4)), n_steps=0)
-    with pytest.raises(ValueError, match="MatchingPursuitSAE"):
-        sae.matching_pursuit_loss(sae.TopKSAE(4, 8, k=2, rngs=nnx.Rngs(0)), jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="l1_coef"):  # not a hyperparameter of this variant
+        sae.loss(
+            sae.MatchingPursuitSAE(4, 8, n_steps=2, rngs=nnx.Rngs(0)), jnp.ones((2, 4)), l1_coef=1.0
+        )
 
 
 @pytest.mark.parametrize("variant", ["matryoshka", "mp"])
@@ -321,7 +323,7 @@ def test_input_norm_is_respected(rng, variant):
             return sae.MatryoshkaSAE(5, 12, k=2, group_sizes=(4, 8), rngs=nnx.Rngs(0))
         return sae.MatchingPursuitSAE(5, 12, n_steps=2, rngs=nnx.Rngs(0))
 
-    loss_fn = sae.matryoshka_sae_loss if variant == "matryoshka" else sae.matching_pursuit_loss
+    loss_fn = sae.loss
     x = (7.0 * rng.normal(size=(16, 5)) + 3.0).astype(np.float32)
     scaled = make()
     _set_params(scaled, rng)

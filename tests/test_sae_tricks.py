@@ -82,9 +82,9 @@ def test_input_norm_makes_the_loss_scale_free(rng):
     losses, raw = [], []
     for c in (1.0, 50.0):
         model = sae.ReluSAE(6, 16, rngs=nnx.Rngs(0), l1_coef=0.5)
-        raw.append(float(sae.relu_loss(model, c * x)[0]))
+        raw.append(float(sae.loss(model, c * x)[0]))
         sae.fit_input_norm(model, c * x)
-        losses.append(sae.relu_loss(model, c * x)[1])
+        losses.append(sae.loss(model, c * x)[1])
     assert raw[1] > 10 * raw[0]  # without normalisation the loss depends on the units
     for key in ("loss", "recon", "l1", "fvu"):
         np.testing.assert_allclose(losses[1][key], losses[0][key], rtol=1e-4, err_msg=key)
@@ -96,7 +96,7 @@ def test_input_norm_makes_the_loss_scale_free(rng):
         model = sae.TopKSAE(6, 16, k=2, rngs=nnx.Rngs(0))
         sae.fit_input_norm(model, c * x)
         dead = jnp.arange(16) % 3 == 0
-        vals.append(sae.topk_loss(model, c * x, dead)[1])
+        vals.append(sae.loss(model, c * x, dead)[1])
     for key in ("loss", "fvu", "auxk"):
         np.testing.assert_allclose(vals[1][key], vals[0][key], rtol=1e-4, err_msg=key)
     assert float(vals[0]["auxk"]) > 0
@@ -109,7 +109,7 @@ def test_train_step_carries_the_input_scale(rng):
     train_step, state = sae.make_train_step(model, optax.adam(1e-3), donate=False)
     np.testing.assert_allclose(state.buffers["input_scale"], s)
     new_state, m = train_step(state, x)
-    np.testing.assert_allclose(m["loss"], sae.relu_loss(model, x)[0], rtol=1e-5)
+    np.testing.assert_allclose(m["loss"], sae.loss(model, x)[0], rtol=1e-5)
     np.testing.assert_allclose(new_state.buffers["input_scale"], s)
 
 
@@ -144,7 +144,7 @@ def test_l1_warmup_in_the_train_step(rng):
         lam = 2.0 * min(t / 4, 1.0)
         np.testing.assert_allclose(m["l1_coef"], lam, rtol=1e-6)
         np.testing.assert_allclose(m["loss"], m["recon"] + lam * m["l1"], rtol=1e-5)
-        np.testing.assert_allclose(m["loss"], sae.relu_loss(model, x, l1_coef=lam)[0], rtol=1e-5)
+        np.testing.assert_allclose(m["loss"], sae.loss(model, x, l1_coef=lam)[0], rtol=1e-5)
 
 
 def test_k_annealing_in_the_train_step(rng):
@@ -160,9 +160,7 @@ def test_k_annealing_in_the_train_step(rng):
         k_t = round(10 + (2 - 10) * min(t / 4, 1))
         assert int(m["k"]) == k_t
         np.testing.assert_allclose(m["l0"], k_t, rtol=1e-6)
-        np.testing.assert_allclose(
-            m["fvu"], sae.batchtopk_loss(model, x, k=k_t)[1]["fvu"], rtol=1e-5
-        )
+        np.testing.assert_allclose(m["fvu"], sae.loss(model, x, k=k_t)[1]["fvu"], rtol=1e-5)
 
 
 def test_schedule_validation():

@@ -164,7 +164,7 @@ def test_relu_forward_and_loss(rng, mode):
     np.testing.assert_allclose(model.encode(x), ref["z"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.decode(out.code), ref["xh"], rtol=1e-5, atol=1e-6)
     assert (ref["z"] == 0).any() and (ref["z"] > 0).any()
-    loss, m = sae.relu_loss(model, x)
+    loss, m = sae.loss(model, x)
     np.testing.assert_allclose(loss, ref["loss"], rtol=1e-5)
     np.testing.assert_allclose(m["recon"], ref["recon"], rtol=1e-5)
     np.testing.assert_allclose(m["l1"], ref["l1"], rtol=1e-5)
@@ -172,7 +172,7 @@ def test_relu_forward_and_loss(rng, mode):
     np.testing.assert_allclose(m["mse"], ref["recon"] / 6, rtol=1e-5)
     # An explicit λ overrides the module's.
     np.testing.assert_allclose(
-        sae.relu_loss(model, x, l1_coef=2.0)[0], ref["recon"] + 2.0 * ref["l1"], rtol=1e-5
+        sae.loss(model, x, l1_coef=2.0)[0], ref["recon"] + 2.0 * ref["l1"], rtol=1e-5
     )
     # The default decoder-norm mode trains an unconstrained decoder; plain keeps unit rows.
     assert model.normalize_decoder == (mode == "plain")
@@ -182,7 +182,7 @@ def test_relu_forward_and_loss(rng, mode):
 def test_relu_gradient_matches_finite_differences(rng, mode):
     model = randomize(sae.ReluSAE(3, 5, rngs=nnx.Rngs(0), mode=mode, l1_coef=0.3), rng)
     x = rng.normal(size=(4, 3))
-    grads = grads_of(lambda m: sae.relu_loss(m, jnp.asarray(x, jnp.float32)), model)
+    grads = grads_of(lambda m: sae.loss(m, jnp.asarray(x, jnp.float32)), model)
     p0 = np_params(model)
     fd = finite_diff(lambda p: np_relu(p, x.astype(np.float32), 0.3, mode)["loss"], p0)
     for name in p0:
@@ -207,7 +207,7 @@ def test_gated_forward_and_loss(rng):
     W_mag = p["W_enc"] * np.exp(p["r_mag"])
     pi_mag = (x - p["b_dec"]) @ W_mag + p["b_mag"]
     assert ((np_pre(p, x) <= 0) & (pi_mag > 0)).any()
-    loss, m = sae.gated_loss(model, x)
+    loss, m = sae.loss(model, x)
     for key in ("loss", "recon", "l1", "aux"):
         np.testing.assert_allclose(m[key], ref[key], rtol=1e-5, err_msg=key)
     np.testing.assert_allclose(loss, ref["loss"], rtol=1e-5)
@@ -216,7 +216,7 @@ def test_gated_forward_and_loss(rng):
 def test_gated_gradient_freezes_decoder_in_aux(rng):
     model = randomize(sae.GatedSAE(3, 5, rngs=nnx.Rngs(0), l1_coef=0.3), rng)
     x = rng.normal(size=(4, 3)).astype(np.float32)
-    grads = grads_of(lambda m: sae.gated_loss(m, jnp.asarray(x)), model)
+    grads = grads_of(lambda m: sae.loss(m, jnp.asarray(x)), model)
     p0 = np_params(model)
 
     def loss_frozen_aux(p):
@@ -250,7 +250,7 @@ def test_jumprelu_forward_and_loss(rng):
     np.testing.assert_allclose(out.code, ref["z"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out.reconstruction, ref["xh"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.threshold, np.exp(p["log_threshold"]), rtol=1e-6)
-    loss, m = sae.jumprelu_loss(model, x)
+    loss, m = sae.loss(model, x)
     np.testing.assert_allclose(loss, ref["loss"], rtol=1e-5)
     np.testing.assert_allclose(m["recon"], ref["recon"], rtol=1e-5)
     np.testing.assert_allclose(m["l0"], ref["l0"], rtol=1e-6)
@@ -263,7 +263,7 @@ def test_jumprelu_pseudo_derivatives_match_paper(rng):
     x = rng.normal(size=(16, 4)).astype(np.float32)
     p = np_params(model)
     ref = np_jumprelu_grads(p, x, 0.2, eps)
-    grads = grads_of(lambda m: sae.jumprelu_loss(m, jnp.asarray(x)), model)
+    grads = grads_of(lambda m: sae.loss(m, jnp.asarray(x)), model)
     assert np.abs(ref["log_threshold"]).max() > 1e-3
     for name in ref:
         np.testing.assert_allclose(grads[name], ref[name], rtol=1e-4, atol=1e-6, err_msg=name)
@@ -322,7 +322,7 @@ def test_batchtopk_loss_and_threshold(rng, n_dead):
     dead[rng.choice(d_sae, n_dead, replace=False)] = True
     p = np_params(model)
     ref = np_batchtopk(p, x, k, dead, 0.5)
-    loss, m = sae.batchtopk_loss(model, x, dead_mask=jnp.asarray(dead))
+    loss, m = sae.loss(model, x, dead_mask=jnp.asarray(dead))
     np.testing.assert_allclose(loss, ref["loss"], rtol=1e-5)
     np.testing.assert_allclose(m["fvu"], ref["fvu"], rtol=1e-5)
     np.testing.assert_allclose(m["auxk"], ref["auxk"], rtol=1e-5, atol=1e-7)
@@ -476,7 +476,7 @@ def test_validation_errors():
         sae.JumpReluSAE(4, 8, rngs=r),
         sae.BatchTopKSAE(4, 8, k=2, rngs=r),
     ]
-    losses = [sae.relu_loss, sae.gated_loss, sae.jumprelu_loss, sae.batchtopk_loss]
+    losses = [sae.loss, sae.loss, sae.loss, sae.loss]
     for model, loss in zip(models, losses, strict=True):
         with pytest.raises(ValueError, match=r"x must be \[batch, d_in=4\]; got \[3, 5\]"):
             model.encode(jnp.ones((3, 5)))
@@ -490,14 +490,14 @@ def test_validation_errors():
             loss(model, jnp.ones((3, 4)), dead_mask=jnp.ones((7,), bool))
         with pytest.raises(ValueError, match=r"code must be \[batch, d_sae=8\]; got \[3, 7\]"):
             model.decode(jnp.ones((3, 7)))
-        with pytest.raises(ValueError, match="model must be a"):
-            loss(sae.TopKSAE(4, 8, k=2, rngs=r), jnp.ones((3, 4)))
+        with pytest.raises(ValueError, match="model must be a jaxemb.sae module"):
+            loss(jnp.ones((3, 4)), jnp.ones((3, 4)))
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, d_sae=8\]; got 9"):
-        sae.batchtopk_loss(models[3], jnp.ones((3, 4)), k=9)
+        sae.loss(models[3], jnp.ones((3, 4)), k=9)
     with pytest.raises(ValueError, match="training must be a bool"):
         models[3].encode(jnp.ones((3, 4)), training=1)
     with pytest.raises(ValueError, match="l1_coef must be a finite number >= 0"):
-        sae.relu_loss(models[0], jnp.ones((3, 4)), l1_coef=float("nan"))
+        sae.loss(models[0], jnp.ones((3, 4)), l1_coef=float("nan"))
     with pytest.raises(ValueError, match=r"acts must have rank 2; got shape \[3\]"):
         sae.batch_topk(jnp.ones((3,)), 1)
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, d_sae=4\]; got 0"):

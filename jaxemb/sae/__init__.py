@@ -4,7 +4,8 @@ Every SAE uses the SAELens layout ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``,
 ``W_dec [d_sae, d_in]``, ``b_dec [d_in]``: ``pre = (x − b_dec) @ W_enc + b_enc`` and
 ``x̂ = z @ W_dec + b_dec``. Variants (:class:`ReluSAE`, :class:`TopKSAE`, :class:`BatchTopKSAE`,
 :class:`JumpReluSAE`, :class:`GatedSAE`, ...) define their encoder and a
-``training_loss(x, *, dead_mask)`` method; initialisation, decoding, the unit-norm decoder
+``training_loss(x, *, dead_mask)`` method (:func:`loss` evaluates it for any variant);
+initialisation, decoding, the unit-norm decoder
 tricks, dead-latent bookkeeping and the jitted training step are shared. Metrics live in
 :mod:`jaxemb.sae.metrics`, feature analysis in :mod:`jaxemb.sae.analysis`.
 
@@ -34,27 +35,22 @@ from jaxemb.sae._base import remove_parallel_grad as remove_parallel_grad
 from jaxemb.sae._base import sparse_decode as sparse_decode
 from jaxemb.sae._batchtopk import BatchTopKSAE as BatchTopKSAE
 from jaxemb.sae._batchtopk import batch_topk as batch_topk
-from jaxemb.sae._batchtopk import batchtopk_loss as batchtopk_loss
 from jaxemb.sae._dead import DeadLatentState as DeadLatentState
 from jaxemb.sae._dead import dead_latents_init as dead_latents_init
 from jaxemb.sae._dead import dead_latents_update as dead_latents_update
 from jaxemb.sae._dead import dead_mask as dead_mask
 from jaxemb.sae._gated import GatedSAE as GatedSAE
-from jaxemb.sae._gated import gated_loss as gated_loss
 from jaxemb.sae._io import load_sae as load_sae
 from jaxemb.sae._io import sae_variants as sae_variants
 from jaxemb.sae._io import save_sae as save_sae
 from jaxemb.sae._jumprelu import JumpReluSAE as JumpReluSAE
 from jaxemb.sae._jumprelu import heaviside_st as heaviside_st
-from jaxemb.sae._jumprelu import jumprelu_loss as jumprelu_loss
 from jaxemb.sae._jumprelu import jumprelu_st as jumprelu_st
 from jaxemb.sae._kernels import topk_encode as topk_encode
+from jaxemb.sae._loss import loss as loss
 from jaxemb.sae._matryoshka import MatryoshkaSAE as MatryoshkaSAE
-from jaxemb.sae._matryoshka import matryoshka_sae_loss as matryoshka_sae_loss
 from jaxemb.sae._mp import MatchingPursuitSAE as MatchingPursuitSAE
-from jaxemb.sae._mp import matching_pursuit_loss as matching_pursuit_loss
 from jaxemb.sae._relu import ReluSAE as ReluSAE
-from jaxemb.sae._relu import relu_loss as relu_loss
 from jaxemb.sae._resample import resample_dead as resample_dead
 from jaxemb.sae._scaling import InputScale as InputScale
 from jaxemb.sae._scaling import fit_input_norm as fit_input_norm
@@ -65,7 +61,6 @@ from jaxemb.sae._schedules import lr_schedule as lr_schedule
 from jaxemb.sae._state import TrainState as TrainState
 from jaxemb.sae._state import sync as sync
 from jaxemb.sae._topk import TopKSAE as TopKSAE
-from jaxemb.sae._topk import topk_loss as topk_loss
 from jaxemb.sae._train import make_train_step as make_train_step
 
 __all__ = [
@@ -80,27 +75,21 @@ __all__ = [
     "normalize_decoder",
     "remove_parallel_grad",
     "make_train_step",
+    "loss",
     "DeadLatentState",
     "dead_latents_init",
     "dead_latents_update",
     "dead_mask",
     "TopKSAE",
-    "topk_loss",
     "ReluSAE",
-    "relu_loss",
     "BatchTopKSAE",
     "batch_topk",
-    "batchtopk_loss",
     "JumpReluSAE",
-    "jumprelu_loss",
     "jumprelu_st",
     "heaviside_st",
     "GatedSAE",
-    "gated_loss",
     "MatryoshkaSAE",
-    "matryoshka_sae_loss",
     "MatchingPursuitSAE",
-    "matching_pursuit_loss",
     "topk_encode",
     "sync",
     "InputScale",

@@ -217,7 +217,12 @@ class BatchTopKSAE(DenseSAE):
         k: Any = None,
         k_max: int | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
-        """The loss :func:`make_train_step` minimises; also updates the running threshold.
+        """BatchTopK loss ``FVU + aux_coef · AuxK`` with the batch-level top ``N·k`` code.
+
+        FVU and AuxK exactly as :class:`TopKSAE`'s loss (sparsify semantics), with ``x̂`` decoded
+        from the
+        batch-level selection. This pure function does not touch the running threshold (the
+        module's :meth:`~BatchTopKSAE.training_loss` does).
 
         Args:
           x: ``[N, d_in]`` float inputs.
@@ -226,7 +231,26 @@ class BatchTopKSAE(DenseSAE):
           k_max: static upper bound of a traced ``k`` (default: ``k`` itself, or ``self.k``).
 
         Returns:
-          ``(loss, metrics, output)``; see :func:`batchtopk_loss`. ``self.threshold`` is updated.
+          ``(loss, metrics, output)``: float32 scalars ``loss``, ``fvu``, ``auxk``, ``l0`` (mean
+          non-zero
+          latents per row), ``mse`` (input units), ``min_kept`` (smallest positive kept
+          activation; ``inf`` if none) and ``dead_fraction``.
+          ``output`` is the forward :class:`SAEOutput`; :func:`jaxemb.sae.loss` returns
+          ``(loss, metrics)`` only.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from flax import nnx
+          >>> from jaxemb import sae
+          >>> model = sae.BatchTopKSAE(2, 2, k=1, rngs=nnx.Rngs(0))
+          >>> model.W_enc[...] = jnp.eye(2)
+          >>> model.W_dec[...] = jnp.eye(2)
+          >>> loss, m = sae.loss(model, jnp.array([[3.0, 2.0], [1.0, 0.0]]))
+          >>> float(m["l0"]), float(m["min_kept"]), round(float(m["fvu"]), 4)   # 1 / 4
+          (1.0, 2.0, 0.25)
+
+        References:
+          Bussmann et al. (2024); Gao et al. (2024) for FVU and AuxK.
         """
         check_batch(x, self.d_in)
         check_dead_mask(dead_mask, self.d_sae)
@@ -260,53 +284,6 @@ def _check_k(k: Any, k_max: Any, d_sae: int) -> tuple[Any, int | None]:
     if k_max is not None and int(arr) > k_max:
         raise ValueError(f"k must be <= k_max={k_max}; got {int(arr)}")
     return int(arr), k_max
-
-
-def batchtopk_loss(
-    model: BatchTopKSAE,
-    x: ArrayLike,
-    *,
-    dead_mask: ArrayLike | None = None,
-    k: Any = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """BatchTopK loss ``FVU + aux_coef · AuxK`` with the batch-level top ``N·k`` code.
-
-    FVU and AuxK exactly as :func:`topk_loss` (sparsify semantics), with ``x̂`` decoded from the
-    batch-level selection. This pure function does not touch the running threshold (the
-    module's :meth:`~BatchTopKSAE.training_loss` does).
-
-    Args:
-      model: a :class:`BatchTopKSAE`.
-      x: ``[N, d_in]`` float inputs.
-      dead_mask: optional ``[d_sae]`` bool mask of dead latents for AuxK.
-      k: override of ``model.k``.
-
-    Returns:
-      ``(loss, metrics)``: float32 scalars ``loss``, ``fvu``, ``auxk``, ``l0`` (mean non-zero
-      latents per row), ``mse`` (input units), ``min_kept`` (smallest positive kept
-      activation; ``inf`` if none) and ``dead_fraction``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from flax import nnx
-      >>> from jaxemb import sae
-      >>> model = sae.BatchTopKSAE(2, 2, k=1, rngs=nnx.Rngs(0))
-      >>> model.W_enc[...] = jnp.eye(2)
-      >>> model.W_dec[...] = jnp.eye(2)
-      >>> loss, m = sae.batchtopk_loss(model, jnp.array([[3.0, 2.0], [1.0, 0.0]]))
-      >>> float(m["l0"]), float(m["min_kept"]), round(float(m["fvu"]), 4)   # 1 / 4
-      (1.0, 2.0, 0.25)
-
-    References:
-      Bussmann et al. (2024); Gao et al. (2024) for FVU and AuxK.
-    """
-    if not isinstance(model, BatchTopKSAE):
-        raise ValueError(f"model must be a BatchTopKSAE; got {type(model).__name__}")
-    check_batch(x, model.d_in)
-    check_dead_mask(dead_mask, model.d_sae)
-    k, k_max = _check_k(k, None, model.d_sae)
-    loss, metrics, _, _ = _batchtopk_loss(model, jnp.asarray(x), dead_mask, k, k_max)
-    return loss, metrics
 
 
 def _batchtopk_loss(model: BatchTopKSAE, x: jax.Array, dead_mask, k, k_max):

@@ -90,7 +90,12 @@ class GatedSAE(DenseSAE):
     def training_loss(
         self, x: ArrayLike, *, dead_mask: ArrayLike | None = None, l1_coef: Any = None
     ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
-        """The loss :func:`make_train_step` minimises, with metrics and the forward output.
+        """Gated-SAE loss: reconstruction + λ·gate sparsity + auxiliary gate reconstruction.
+
+        ``mean_n ‖x − x̂‖² + λ mean_n Σ_j relu(π_gate)_nj ‖W_dec[j]‖₂ +
+        mean_n ‖x − (relu(π_gate) sg(W_dec) + sg(b_dec))‖²`` where ``sg`` stops the gradient (the
+        auxiliary term trains the gate path only), all in the normalised space. The indicator
+        ``1[π_gate > 0]`` has zero gradient, so the gate path learns from the last two terms.
 
         Args:
           x: ``[N, d_in]`` float inputs.
@@ -98,59 +103,33 @@ class GatedSAE(DenseSAE):
           l1_coef: λ for this step; default ``self.l1_coef``.
 
         Returns:
-          ``(loss, metrics, output)``; see :func:`gated_loss`.
+          ``(loss, metrics, output)``: float32 scalars ``loss``, ``recon``, ``l1`` (weighted gate
+          L1 before
+          λ), ``aux`` (auxiliary reconstruction), ``fvu``, ``mse`` (input units), ``l0`` and
+          ``dead_fraction``.
+          ``output`` is the forward :class:`SAEOutput`; :func:`jaxemb.sae.loss` returns
+          ``(loss, metrics)`` only.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from flax import nnx
+          >>> from jaxemb import sae
+          >>> model = sae.GatedSAE(2, 2, rngs=nnx.Rngs(0), l1_coef=0.5)
+          >>> model.W_enc[...] = jnp.eye(2)
+          >>> model.W_dec[...] = jnp.eye(2)
+          >>> loss, m = sae.loss(model, jnp.array([[2.0, -1.0]]))
+          >>> float(m["recon"]), float(m["l1"]), float(m["aux"]), float(loss)
+          (1.0, 2.0, 1.0, 3.0)
+
+        References:
+          Rajamanoharan et al. (2024), Eq. (8) and App. (pseudo-code); SAELens
+          ``GatedTrainingSAE`` (``l1_loss`` on ``relu(π_gate) · ‖W_dec‖``,
+          ``auxiliary_reconstruction_loss`` through detached ``W_dec`` and ``b_dec``).
         """
         check_batch(x, self.d_in)
         check_dead_mask(dead_mask, self.d_sae)
         check_coef(l1_coef, "l1_coef")
         return _gated_loss(self, jnp.asarray(x), dead_mask, l1_coef)
-
-
-def gated_loss(
-    model: GatedSAE,
-    x: ArrayLike,
-    *,
-    dead_mask: ArrayLike | None = None,
-    l1_coef: Any = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Gated-SAE loss: reconstruction + λ·gate sparsity + auxiliary gate reconstruction.
-
-    ``mean_n ‖x − x̂‖² + λ mean_n Σ_j relu(π_gate)_nj ‖W_dec[j]‖₂ +
-    mean_n ‖x − (relu(π_gate) sg(W_dec) + sg(b_dec))‖²`` where ``sg`` stops the gradient (the
-    auxiliary term trains the gate path only), all in the normalised space. The indicator
-    ``1[π_gate > 0]`` has zero gradient, so the gate path learns from the last two terms.
-
-    Args:
-      model: a :class:`GatedSAE`.
-      x: ``[N, d_in]`` float inputs.
-      dead_mask: optional ``[d_sae]`` bool mask (reported only).
-      l1_coef: λ; default ``model.l1_coef``.
-
-    Returns:
-      ``(loss, metrics)``: float32 scalars ``loss``, ``recon``, ``l1`` (weighted gate L1 before
-      λ), ``aux`` (auxiliary reconstruction), ``fvu``, ``mse`` (input units), ``l0`` and
-      ``dead_fraction``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from flax import nnx
-      >>> from jaxemb import sae
-      >>> model = sae.GatedSAE(2, 2, rngs=nnx.Rngs(0), l1_coef=0.5)
-      >>> model.W_enc[...] = jnp.eye(2)
-      >>> model.W_dec[...] = jnp.eye(2)
-      >>> loss, m = sae.gated_loss(model, jnp.array([[2.0, -1.0]]))
-      >>> float(m["recon"]), float(m["l1"]), float(m["aux"]), float(loss)
-      (1.0, 2.0, 1.0, 3.0)
-
-    References:
-      Rajamanoharan et al. (2024), Eq. (8) and App. (pseudo-code); SAELens
-      ``GatedTrainingSAE`` (``l1_loss`` on ``relu(π_gate) · ‖W_dec‖``, ``auxiliary_reconstruction
-      _loss`` through detached ``W_dec`` and ``b_dec``).
-    """
-    if not isinstance(model, GatedSAE):
-        raise ValueError(f"model must be a GatedSAE; got {type(model).__name__}")
-    loss, metrics, _ = model.training_loss(x, dead_mask=dead_mask, l1_coef=l1_coef)
-    return loss, metrics
 
 
 def _gated_loss(model: GatedSAE, x: jax.Array, dead_mask, l1_coef):

@@ -208,7 +208,11 @@ class JumpReluSAE(DenseSAE):
     def training_loss(
         self, x: ArrayLike, *, dead_mask: ArrayLike | None = None, l0_coef: Any = None
     ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
-        """The loss :func:`make_train_step` minimises, with metrics and the forward output.
+        """JumpReLU-SAE loss ``mean_n ‖x − x̂‖² + λ mean_n Σ_j H(relu(pre_nj) − θ_j)``.
+
+        Gradients: ``x̂`` depends on ``θ`` through :func:`jumprelu_st` and the L0 term through
+        :func:`heaviside_st` (pseudo-derivatives ``−(θ/ε)·rect`` and ``−(1/ε)·rect``); ``θ`` is
+        parametrised as ``exp(log_threshold)``, so ``∂/∂log θ = θ · ∂/∂θ``.
 
         Args:
           x: ``[N, d_in]`` float inputs.
@@ -216,55 +220,29 @@ class JumpReluSAE(DenseSAE):
           l0_coef: λ for this step; default ``self.l0_coef``.
 
         Returns:
-          ``(loss, metrics, output)``; see :func:`jumprelu_loss`.
+          ``(loss, metrics, output)``: float32 scalars ``loss``, ``recon``, ``l0``, ``fvu``, ``mse``
+          (input units) and ``dead_fraction``.
+          ``output`` is the forward :class:`SAEOutput`; :func:`jaxemb.sae.loss` returns
+          ``(loss, metrics)`` only.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from flax import nnx
+          >>> from jaxemb import sae
+          >>> model = sae.JumpReluSAE(2, 2, rngs=nnx.Rngs(0), l0_coef=0.1, init_threshold=0.5)
+          >>> model.W_enc[...] = jnp.eye(2)
+          >>> model.W_dec[...] = jnp.eye(2)
+          >>> loss, m = sae.loss(model, jnp.array([[0.4, 0.6]]))
+          >>> round(float(m["recon"]), 4), float(m["l0"]), round(float(loss), 4)
+          (0.16, 1.0, 0.26)
+
+        References:
+          Rajamanoharan et al. (2024), App. J (``loss``, ``step``, ``jumprelu`` pseudo-code).
         """
         check_batch(x, self.d_in)
         check_dead_mask(dead_mask, self.d_sae)
         check_coef(l0_coef, "l0_coef")
         return _jumprelu_loss(self, jnp.asarray(x), dead_mask, l0_coef)
-
-
-def jumprelu_loss(
-    model: JumpReluSAE,
-    x: ArrayLike,
-    *,
-    dead_mask: ArrayLike | None = None,
-    l0_coef: Any = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """JumpReLU-SAE loss ``mean_n ‖x − x̂‖² + λ mean_n Σ_j H(relu(pre_nj) − θ_j)``.
-
-    Gradients: ``x̂`` depends on ``θ`` through :func:`jumprelu_st` and the L0 term through
-    :func:`heaviside_st` (pseudo-derivatives ``−(θ/ε)·rect`` and ``−(1/ε)·rect``); ``θ`` is
-    parametrised as ``exp(log_threshold)``, so ``∂/∂log θ = θ · ∂/∂θ``.
-
-    Args:
-      model: a :class:`JumpReluSAE`.
-      x: ``[N, d_in]`` float inputs.
-      dead_mask: optional ``[d_sae]`` bool mask (reported only).
-      l0_coef: λ; default ``model.l0_coef``.
-
-    Returns:
-      ``(loss, metrics)``: float32 scalars ``loss``, ``recon``, ``l0``, ``fvu``, ``mse``
-      (input units) and ``dead_fraction``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from flax import nnx
-      >>> from jaxemb import sae
-      >>> model = sae.JumpReluSAE(2, 2, rngs=nnx.Rngs(0), l0_coef=0.1, init_threshold=0.5)
-      >>> model.W_enc[...] = jnp.eye(2)
-      >>> model.W_dec[...] = jnp.eye(2)
-      >>> loss, m = sae.jumprelu_loss(model, jnp.array([[0.4, 0.6]]))
-      >>> round(float(m["recon"]), 4), float(m["l0"]), round(float(loss), 4)
-      (0.16, 1.0, 0.26)
-
-    References:
-      Rajamanoharan et al. (2024), App. J (``loss``, ``step``, ``jumprelu`` pseudo-code).
-    """
-    if not isinstance(model, JumpReluSAE):
-        raise ValueError(f"model must be a JumpReluSAE; got {type(model).__name__}")
-    loss, metrics, _ = model.training_loss(x, dead_mask=dead_mask, l0_coef=l0_coef)
-    return loss, metrics
 
 
 def _jumprelu_loss(model: JumpReluSAE, x: jax.Array, dead_mask, l0_coef):

@@ -37,7 +37,7 @@ class MatryoshkaSAE(nnx.Module):
     The encoder is the TopK one (``top_k(relu(pre), k)`` per row, eai-sparsify semantics) or,
     with ``batch_topk=True``, BatchTopK (keep the ``N·k`` largest ``relu(pre)`` of the whole
     batch, as Bussmann et al. train it). Every prefix reconstruction ``x̂_g = Σ_{j < m_g} z_j
-    W_dec[j] + b_dec`` enters the loss (:func:`matryoshka_sae_loss`), so the first groups learn
+    W_dec[j] + b_dec`` enters the loss (``training_loss``), so the first groups learn
     general, coarse features and later groups refine them. ``__call__`` reconstructs with all
     latents. Parameters use the shared SAELens names. After :func:`fit_input_norm` the model
     works in the normalised space (inputs times ``input_scale``) and reconstructs in input units.
@@ -246,64 +246,48 @@ class MatryoshkaSAE(nnx.Module):
     def training_loss(
         self, x: ArrayLike, *, dead_mask: ArrayLike | None = None
     ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
-        """The loss ``make_train_step`` minimises, its metrics and the forward output.
+        """Matryoshka loss: the nested prefixes' reconstruction losses, plus ``aux_coef · AuxK``.
+
+        With ``FVU_g = Σ‖x − x̂_g‖² / Σ‖x − mean_batch(x)‖²`` for each prefix ``g`` of ``G`` and
+        ``FVU_b = Σ‖x − b_dec‖² / Σ‖x − mean_batch(x)‖²`` (the reconstruction by ``b_dec`` alone):
+
+        * ``reduction="mean"`` (default, Bussmann et al.): ``(FVU_b + Σ_g FVU_g) / (G + 1)``;
+        * ``reduction="sum"`` (Nabeshima): ``Σ_g FVU_g``.
+
+        Bussmann et al. average per-element MSEs; dividing each term by the same batch variance
+        instead (as eai-sparsify's FVU does) only rescales the loss. AuxK is the TopK one
+        (:class:`TopKSAE`'s, sparsify semantics) on the full reconstruction's residual.
 
         Args:
           x: ``[N, d_in]`` float inputs.
           dead_mask: optional ``[d_sae]`` bool mask of dead latents for AuxK.
 
         Returns:
-          ``(loss, metrics, output)``; see :func:`matryoshka_sae_loss`.
+          ``(loss, metrics, output)``: float32 scalars ``loss``, ``fvu`` (all latents),
+          ``fvu_prefix_<g>``
+          for each prefix ``g``, ``auxk``, ``l0``, ``mse`` and ``dead_fraction``.
+          ``output`` is the forward :class:`SAEOutput`; :func:`jaxemb.sae.loss` returns
+          ``(loss, metrics)`` only.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from flax import nnx
+          >>> from jaxemb import sae
+          >>> model = sae.MatryoshkaSAE(2, 2, k=2, group_sizes=(1, 1), rngs=nnx.Rngs(0))
+          >>> model.W_dec[...] = jnp.eye(2)
+          >>> model.W_enc[...] = jnp.eye(2)
+          >>> x = jnp.array([[2.0, 1.0], [0.0, 1.0]])    # TV = 2 + 0 = 2
+          >>> loss, m = sae.loss(model, x)
+          >>> [round(float(m[n]), 3) for n in ("fvu_prefix_0", "fvu_prefix_1", "loss")]
+          [1.0, 0.0, 1.333]
+
+        References:
+          Bussmann et al., "Learning Multi-Level Features with Matryoshka Sparse Autoencoders"
+          (2025), Sec. 3; Nabeshima, "Matryoshka Sparse Autoencoders" (2024).
         """
         check_batch(x, self.d_in)
         _check_dead_mask(dead_mask, self.d_sae)
         return _matryoshka_loss(self, jnp.asarray(x), dead_mask)
-
-
-def matryoshka_sae_loss(
-    model: MatryoshkaSAE, x: ArrayLike, dead_mask: ArrayLike | None = None
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Matryoshka loss: the nested prefixes' reconstruction losses, plus ``aux_coef · AuxK``.
-
-    With ``FVU_g = Σ‖x − x̂_g‖² / Σ‖x − mean_batch(x)‖²`` for each prefix ``g`` of ``G`` and
-    ``FVU_b = Σ‖x − b_dec‖² / Σ‖x − mean_batch(x)‖²`` (the reconstruction by ``b_dec`` alone):
-
-    * ``reduction="mean"`` (default, Bussmann et al.): ``(FVU_b + Σ_g FVU_g) / (G + 1)``;
-    * ``reduction="sum"`` (Nabeshima): ``Σ_g FVU_g``.
-
-    Bussmann et al. average per-element MSEs; dividing each term by the same batch variance
-    instead (as eai-sparsify's FVU does) only rescales the loss. AuxK is the TopK one
-    (:func:`topk_loss`, sparsify semantics) on the full reconstruction's residual.
-
-    Args:
-      model: a :class:`MatryoshkaSAE`.
-      x: ``[N, d_in]`` float inputs (``N >= 2``).
-      dead_mask: optional ``[d_sae]`` bool mask of dead latents.
-
-    Returns:
-      ``(loss, metrics)``: float32 scalars ``loss``, ``fvu`` (all latents), ``fvu_prefix_<g>``
-      for each prefix ``g``, ``auxk``, ``l0``, ``mse`` and ``dead_fraction``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from flax import nnx
-      >>> from jaxemb import sae
-      >>> model = sae.MatryoshkaSAE(2, 2, k=2, group_sizes=(1, 1), rngs=nnx.Rngs(0))
-      >>> model.W_dec[...] = jnp.eye(2)
-      >>> model.W_enc[...] = jnp.eye(2)
-      >>> x = jnp.array([[2.0, 1.0], [0.0, 1.0]])    # TV = 2 + 0 = 2
-      >>> loss, m = sae.matryoshka_sae_loss(model, x)
-      >>> [round(float(m[n]), 3) for n in ("fvu_prefix_0", "fvu_prefix_1", "loss")]
-      [1.0, 0.0, 1.333]
-
-    References:
-      Bussmann et al., "Learning Multi-Level Features with Matryoshka Sparse Autoencoders"
-      (2025), Sec. 3; Nabeshima, "Matryoshka Sparse Autoencoders" (2024).
-    """
-    if not isinstance(model, MatryoshkaSAE):
-        raise ValueError(f"model must be a MatryoshkaSAE; got {type(model).__name__}")
-    loss, metrics, _ = model.training_loss(x, dead_mask=dead_mask)
-    return loss, metrics
 
 
 def _matryoshka_loss(

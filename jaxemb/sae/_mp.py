@@ -222,57 +222,41 @@ class MatchingPursuitSAE(nnx.Module):
     def training_loss(
         self, x: ArrayLike, *, dead_mask: ArrayLike | None = None
     ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
-        """The loss ``make_train_step`` minimises, its metrics and the forward output.
+        """MP-SAE loss: the squared reconstruction error ``mean_n ‖x_n − x̂_n‖²``.
+
+        Gradients reach ``W_dec`` (through the values ``⟨D_j, r⟩``, the subtracted atoms and the
+        decoding) and ``b_dec``; the atom choices (argmax) are piecewise constant. There is no
+        sparsity penalty: the ``n_steps`` budget is the sparsity.
 
         Args:
           x: ``[N, d_in]`` float inputs.
           dead_mask: optional ``[d_sae]`` bool (only reported as ``dead_fraction``).
 
         Returns:
-          ``(loss, metrics, output)``; see :func:`matching_pursuit_loss`.
+          ``(loss, metrics, output)``: float32 scalars ``loss``, ``fvu``, ``mse`` (mean over
+          elements),
+          ``l0`` (distinct non-zero latents per row) and ``dead_fraction``.
+          ``output`` is the forward :class:`SAEOutput`; :func:`jaxemb.sae.loss` returns
+          ``(loss, metrics)`` only.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from flax import nnx
+          >>> from jaxemb import sae
+          >>> model = sae.MatchingPursuitSAE(2, 2, n_steps=1, rngs=nnx.Rngs(0))
+          >>> model.W_dec[...] = jnp.eye(2)
+          >>> x = jnp.array([[3.0, 1.0], [0.0, 2.0]])    # one step leaves 1.0 and 0.0 behind
+          >>> loss, m = sae.loss(model, x)
+          >>> round(float(loss), 4), float(m["l0"])
+          (0.5, 1.0)
+
+        References:
+          Costa et al., "From Flat to Hierarchical: Extracting Sparse Representations with Matching
+          Pursuit" (2025).
         """
         check_batch(x, self.d_in)
         _check_dead_mask(dead_mask, self.d_sae)
         return _mp_loss(self, jnp.asarray(x), dead_mask)
-
-
-def matching_pursuit_loss(
-    model: MatchingPursuitSAE, x: ArrayLike, dead_mask: ArrayLike | None = None
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """MP-SAE loss: the squared reconstruction error ``mean_n ‖x_n − x̂_n‖²``.
-
-    Gradients reach ``W_dec`` (through the values ``⟨D_j, r⟩``, the subtracted atoms and the
-    decoding) and ``b_dec``; the atom choices (argmax) are piecewise constant. There is no
-    sparsity penalty: the ``n_steps`` budget is the sparsity.
-
-    Args:
-      model: a :class:`MatchingPursuitSAE`.
-      x: ``[N, d_in]`` float inputs (``N >= 2`` for the FVU metric).
-      dead_mask: optional ``[d_sae]`` bool, reported as ``dead_fraction`` only.
-
-    Returns:
-      ``(loss, metrics)``: float32 scalars ``loss``, ``fvu``, ``mse`` (mean over elements),
-      ``l0`` (distinct non-zero latents per row) and ``dead_fraction``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from flax import nnx
-      >>> from jaxemb import sae
-      >>> model = sae.MatchingPursuitSAE(2, 2, n_steps=1, rngs=nnx.Rngs(0))
-      >>> model.W_dec[...] = jnp.eye(2)
-      >>> x = jnp.array([[3.0, 1.0], [0.0, 2.0]])    # one step leaves 1.0 and 0.0 behind
-      >>> loss, m = sae.matching_pursuit_loss(model, x)
-      >>> round(float(loss), 4), float(m["l0"])
-      (0.5, 1.0)
-
-    References:
-      Costa et al., "From Flat to Hierarchical: Extracting Sparse Representations with Matching
-      Pursuit" (2025).
-    """
-    if not isinstance(model, MatchingPursuitSAE):
-        raise ValueError(f"model must be a MatchingPursuitSAE; got {type(model).__name__}")
-    loss, metrics, _ = model.training_loss(x, dead_mask=dead_mask)
-    return loss, metrics
 
 
 def _mp_loss(

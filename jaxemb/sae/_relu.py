@@ -241,7 +241,10 @@ class ReluSAE(DenseSAE):
     def training_loss(
         self, x: ArrayLike, *, dead_mask: ArrayLike | None = None, l1_coef: Any = None
     ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
-        """The loss :func:`make_train_step` minimises, with metrics and the forward output.
+        """ReLU-SAE loss: ``mean_n ‖x − x̂‖² + λ mean_n Σ_j z_j w_j`` in the normalised space.
+
+        ``w_j = ‖W_dec[j]‖₂`` (``mode="decoder_norm"``) or 1 (``mode="plain"``); ``x`` and ``x̂``
+        are in the SAE's normalised units (``s·x``, see :func:`fit_input_norm`).
 
         Args:
           x: ``[N, d_in]`` float inputs.
@@ -249,56 +252,32 @@ class ReluSAE(DenseSAE):
           l1_coef: λ for this step (a scheduled value); default ``self.l1_coef``.
 
         Returns:
-          ``(loss, metrics, output)``; see :func:`relu_loss`.
+          ``(loss, metrics, output)``: float32 scalars ``loss``, ``recon`` (mean summed squared
+          error),
+          ``l1`` (the weighted L1 term before λ), ``fvu``, ``mse`` (mean over elements, input
+          units), ``l0`` and ``dead_fraction``.
+          ``output`` is the forward :class:`SAEOutput`; :func:`jaxemb.sae.loss` returns
+          ``(loss, metrics)`` only.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from flax import nnx
+          >>> from jaxemb import sae
+          >>> model = sae.ReluSAE(2, 2, rngs=nnx.Rngs(0), l1_coef=0.5)
+          >>> model.W_enc[...] = jnp.eye(2)
+          >>> model.W_dec[...] = 2.0 * jnp.eye(2)            # ‖W_dec[j]‖ = 2
+          >>> loss, m = sae.loss(model, jnp.array([[1.0, 0.0]]))
+          >>> float(m["recon"]), float(m["l1"]), float(loss)   # x̂ = [2, 0]; z = [1, 0]
+          (1.0, 2.0, 2.0)
+
+        References:
+          Anthropic, "Circuits Updates — April 2023"; SAELens ``StandardTrainingSAE``
+          (``mse_loss`` summed over features, ``l1_loss`` weighted by ``W_dec.norm(dim=1)``).
         """
         check_batch(x, self.d_in)
         check_dead_mask(dead_mask, self.d_sae)
         check_coef(l1_coef, "l1_coef")
         return _relu_loss(self, jnp.asarray(x), dead_mask, l1_coef)
-
-
-def relu_loss(
-    model: ReluSAE,
-    x: ArrayLike,
-    *,
-    dead_mask: ArrayLike | None = None,
-    l1_coef: Any = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """ReLU-SAE loss: ``mean_n ‖x − x̂‖² + λ mean_n Σ_j z_j w_j`` in the normalised space.
-
-    ``w_j = ‖W_dec[j]‖₂`` (``mode="decoder_norm"``) or 1 (``mode="plain"``); ``x`` and ``x̂``
-    are in the SAE's normalised units (``s·x``, see :func:`fit_input_norm`).
-
-    Args:
-      model: a :class:`ReluSAE`.
-      x: ``[N, d_in]`` float inputs.
-      dead_mask: optional ``[d_sae]`` bool mask of dead latents (reported only).
-      l1_coef: λ; default ``model.l1_coef``.
-
-    Returns:
-      ``(loss, metrics)``: float32 scalars ``loss``, ``recon`` (mean summed squared error),
-      ``l1`` (the weighted L1 term before λ), ``fvu``, ``mse`` (mean over elements, input
-      units), ``l0`` and ``dead_fraction``.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from flax import nnx
-      >>> from jaxemb import sae
-      >>> model = sae.ReluSAE(2, 2, rngs=nnx.Rngs(0), l1_coef=0.5)
-      >>> model.W_enc[...] = jnp.eye(2)
-      >>> model.W_dec[...] = 2.0 * jnp.eye(2)            # ‖W_dec[j]‖ = 2
-      >>> loss, m = sae.relu_loss(model, jnp.array([[1.0, 0.0]]))
-      >>> float(m["recon"]), float(m["l1"]), float(loss)   # x̂ = [2, 0]; z = [1, 0]
-      (1.0, 2.0, 2.0)
-
-    References:
-      Anthropic, "Circuits Updates — April 2023"; SAELens ``StandardTrainingSAE``
-      (``mse_loss`` summed over features, ``l1_loss`` weighted by ``W_dec.norm(dim=1)``).
-    """
-    if not isinstance(model, ReluSAE):
-        raise ValueError(f"model must be a ReluSAE; got {type(model).__name__}")
-    loss, metrics, _ = model.training_loss(x, dead_mask=dead_mask, l1_coef=l1_coef)
-    return loss, metrics
 
 
 def _relu_loss(model: ReluSAE, x: jax.Array, dead_mask, l1_coef):

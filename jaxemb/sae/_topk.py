@@ -34,7 +34,7 @@ class TopKSAE(nnx.Module):
     """TopK sparse autoencoder: keep the ``k`` largest ReLU pre-activations of each row.
 
     ``pre = (x − b_dec) @ W_enc + b_enc``; ``values, indices = top_k(relu(pre), k)``;
-    ``x̂ = Σ_j values_j W_dec[indices_j] + b_dec``. Train it with :func:`topk_loss`
+    ``x̂ = Σ_j values_j W_dec[indices_j] + b_dec``. Train it with its ``training_loss``
     (``FVU + aux_coef · AuxK``) through :func:`make_train_step`, which also keeps the decoder
     rows unit-norm and tracks dead latents.
 
@@ -211,66 +211,48 @@ class TopKSAE(nnx.Module):
     def training_loss(
         self, x: ArrayLike, *, dead_mask: ArrayLike | None = None
     ) -> tuple[jax.Array, dict[str, jax.Array], SAEOutput]:
-        """The loss :func:`make_train_step` minimises, with its metrics and the forward output.
+        """TopK SAE loss ``FVU + aux_coef · AuxK`` for the global batch (eai-sparsify semantics).
 
-        Every SAE variant implements this method; for TopK it is :func:`topk_loss`.
+        * ``FVU = Σ‖x − x̂‖² / Σ‖x − mean_batch(x)‖²``.
+        * AuxK (only when ``dead_mask`` has dead latents; 0 otherwise): ``e = x − x̂`` (gradient
+          stopped), ``k_aux = d_in // 2``; the top ``min(k_aux, n_dead)`` of ``relu(pre)`` among the
+          dead latents are decoded **without** ``b_dec`` to ``ê`` and
+          ``AuxK = min(n_dead / k_aux, 1) · Σ‖ê − e‖² / Σ‖x − mean_batch(x)‖²``.
+
+        Gradients flow by ordinary autodiff, through the encoder too for AuxK (as in Gao et al.'s
+        reference; eai-sparsify's fused encoder drops the AuxK gradient into ``W_enc``/``b_enc``).
 
         Args:
           x: ``[N, d_in]`` float inputs.
           dead_mask: optional ``[d_sae]`` bool mask of dead latents for AuxK.
 
         Returns:
-          ``(loss, metrics, output)``; see :func:`topk_loss`.
+          ``(loss, metrics, output)``: a float32 scalar and a dict of float32 scalars ``loss``,
+          ``fvu``,
+          ``auxk``, ``l0`` (mean non-zero latents per row), ``mse`` (mean over elements) and
+          ``dead_fraction`` (of ``dead_mask``; 0 without one).
+          ``output`` is the forward :class:`SAEOutput`; :func:`jaxemb.sae.loss` returns
+          ``(loss, metrics)`` only.
+
+        Examples:
+          >>> import jax.numpy as jnp
+          >>> from flax import nnx
+          >>> from jaxemb import sae
+          >>> model = sae.TopKSAE(4, 8, k=4, rngs=nnx.Rngs(0))
+          >>> model.W_dec[...] = jnp.eye(8, 4)            # latents 0..3 are the axes
+          >>> model.W_enc[...] = model.W_dec[...].T
+          >>> x = jnp.array([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 4.0]])
+          >>> loss, m = sae.loss(model, x)            # exact reconstruction
+          >>> round(float(loss), 6), float(m["l0"])
+          (0.0, 2.0)
+
+        References:
+          Gao et al., "Scaling and evaluating sparse autoencoders" (2024), Sec. 2.3 and App. B.1;
+          eai-sparsify ``SparseCoder.forward`` (``fvu``, ``auxk_loss``; ``auxk_alpha = 1/32``).
         """
         check_batch(x, self.d_in)
         _check_dead_mask(dead_mask, self.d_sae)
         return _topk_loss(self, jnp.asarray(x), dead_mask)
-
-
-def topk_loss(
-    model: TopKSAE, x: ArrayLike, dead_mask: ArrayLike | None = None
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """TopK SAE loss ``FVU + aux_coef · AuxK`` for the global batch (eai-sparsify semantics).
-
-    * ``FVU = Σ‖x − x̂‖² / Σ‖x − mean_batch(x)‖²``.
-    * AuxK (only when ``dead_mask`` has dead latents; 0 otherwise): ``e = x − x̂`` (gradient
-      stopped), ``k_aux = d_in // 2``; the top ``min(k_aux, n_dead)`` of ``relu(pre)`` among the
-      dead latents are decoded **without** ``b_dec`` to ``ê`` and
-      ``AuxK = min(n_dead / k_aux, 1) · Σ‖ê − e‖² / Σ‖x − mean_batch(x)‖²``.
-
-    Gradients flow by ordinary autodiff, through the encoder too for AuxK (as in Gao et al.'s
-    reference; eai-sparsify's fused encoder drops the AuxK gradient into ``W_enc``/``b_enc``).
-
-    Args:
-      model: a :class:`TopKSAE`.
-      x: ``[N, d_in]`` float inputs (``N >= 2`` for a meaningful variance).
-      dead_mask: optional ``[d_sae]`` bool, e.g. from :func:`dead_mask`.
-
-    Returns:
-      ``(loss, metrics)``: a float32 scalar and a dict of float32 scalars ``loss``, ``fvu``,
-      ``auxk``, ``l0`` (mean non-zero latents per row), ``mse`` (mean over elements) and
-      ``dead_fraction`` (of ``dead_mask``; 0 without one).
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> from flax import nnx
-      >>> from jaxemb import sae
-      >>> model = sae.TopKSAE(4, 8, k=4, rngs=nnx.Rngs(0))
-      >>> model.W_dec[...] = jnp.eye(8, 4)            # latents 0..3 are the axes
-      >>> model.W_enc[...] = model.W_dec[...].T
-      >>> x = jnp.array([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 4.0]])
-      >>> loss, m = sae.topk_loss(model, x)            # exact reconstruction
-      >>> round(float(loss), 6), float(m["l0"])
-      (0.0, 2.0)
-
-    References:
-      Gao et al., "Scaling and evaluating sparse autoencoders" (2024), Sec. 2.3 and App. B.1;
-      eai-sparsify ``SparseCoder.forward`` (``fvu``, ``auxk_loss``; ``auxk_alpha = 1/32``).
-    """
-    if not isinstance(model, TopKSAE):
-        raise ValueError(f"model must be a TopKSAE; got {type(model).__name__}")
-    loss, metrics, _ = model.training_loss(x, dead_mask=dead_mask)
-    return loss, metrics
 
 
 def _check_dead_mask(dead_mask: Any, d_sae: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,20 +14,9 @@ from jax.typing import ArrayLike
 from jaxemb import _validate as v
 from jaxemb.sae._base import check_batch, check_sae, remove_parallel_grad, unit_norm_rows
 from jaxemb.sae._dead import _update, check_threshold, dead_latents_init
+from jaxemb.sae._loss import loss_keywords
 from jaxemb.sae._resample import _resample
 from jaxemb.sae._state import TrainState
-
-
-def _loss_kwargs(model: Any) -> set[str] | None:
-    """Keyword names ``model.training_loss`` accepts (``None``: it takes ``**kwargs``)."""
-    sig = inspect.signature(model.training_loss)
-    names = set()
-    for p in sig.parameters.values():
-        if p.kind == inspect.Parameter.VAR_KEYWORD:
-            return None
-        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
-            names.add(p.name)
-    return names
 
 
 def make_train_step(
@@ -103,7 +91,7 @@ def make_train_step(
     if not (hasattr(tx, "init") and hasattr(tx, "update")):
         raise ValueError(f"tx must be an optax.GradientTransformation; got {type(tx).__name__}")
     schedules = dict(schedules or {})
-    accepted = _loss_kwargs(model)
+    accepted = loss_keywords(model)
     for name, sched in schedules.items():
         if not callable(sched):
             raise ValueError(f"schedules[{name!r}] must be callable step -> value; got {sched!r}")
