@@ -40,8 +40,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jaxemb import checkpoint, data, experiment, parallel, sae
 from jaxemb.analysis import plots
@@ -314,22 +312,6 @@ def _build_model(c: TrainSAEConfig, d_in: int) -> nnx.Module:
         raise TrainSAEError(f"Cannot build {cls.__name__} with {kwargs}: {e}") from e
 
 
-def _latent_sharding(mesh, d_in: int, d_sae: int):
-    """Sharding of a state leaf: latents on "model" (W_enc columns, W_dec rows, [d_sae] vectors)."""
-
-    def spec(leaf):
-        shape = tuple(np.shape(leaf))
-        if shape == (d_in, d_sae) and d_in != d_sae:
-            return NamedSharding(mesh, P(None, "model"))
-        if shape == (d_sae, d_in):
-            return NamedSharding(mesh, P("model", None))
-        if shape == (d_sae,):
-            return NamedSharding(mesh, P("model"))
-        return NamedSharding(mesh, P())
-
-    return spec
-
-
 # ----------------------------------------------------------------------------------------------
 # Train
 # ----------------------------------------------------------------------------------------------
@@ -371,8 +353,7 @@ def _train(c: TrainSAEConfig, workdir: Path, emb: _Embeddings, mesh) -> tuple[nn
 
     # Sharding: replicated, or latents split over the "model" axis.
     if c.model_axis > 1:
-        spec = _latent_sharding(mesh, emb.d_in, c.d_sae)
-        state = jax.tree.map(lambda a: jax.device_put(a, spec(a)), state)
+        state = jax.device_put(state, sae.state_shardings(state, model, mesh))
     else:
         state = jax.device_put(state, parallel.replicated(mesh))
 
@@ -442,44 +423,26 @@ def _evaluate(c: TrainSAEConfig, model: nnx.Module, emb: _Embeddings) -> dict[st
 
     # Rows per chunk: dense [chunk, d_sae] codes stay below ~64 MB.
     chunk = int(max(1, min(4096, len(idx), (16 << 20) // d_sae)))
-    sse = sum_sq = cos_sum = l0_sum = 0.0
-    sum_x = np.zeros(emb.d_in)
-    fired = np.zeros(d_sae)
+    streaming = sae.metrics.reconstruction_metrics(emb.d_in, d_sae)
+    state = streaming.init()
     codes = []
     for s in range(0, len(idx), chunk):
-        x = emb.rows(idx[s : s + chunk])
-        xh, code = forward(model, jnp.asarray(x))
-        xh = np.asarray(xh, np.float64)
-        z = _dense_code(code, d_sae)
-        x64 = x.astype(np.float64)
-        sse += float(np.sum((x64 - xh) ** 2))
-        sum_x += x64.sum(0)
-        sum_sq += float(np.sum(x64**2))
-        nx = np.maximum(np.linalg.norm(x64, axis=1), 1e-8)
-        nh = np.maximum(np.linalg.norm(xh, axis=1), 1e-8)
-        cos_sum += float(np.sum(np.sum(x64 * xh, axis=1) / (nx * nh)))
-        l0_sum += float(np.sum(z != 0))
-        fired += np.sum(z != 0, axis=0)
-        codes.append(z)
+        x = jnp.asarray(emb.rows(idx[s : s + chunk]))
+        xh, code = forward(model, x)
+        state = streaming.update(state, x, xh, code)
+        codes.append(_dense_code(code, d_sae))
     n = len(idx)
-    total_var = max(sum_sq - float(np.sum(sum_x**2)) / n, np.finfo(np.float64).tiny)
-    freq = fired / n
+    ev = streaming.compute(state)
+    freq = np.asarray(ev["firing_frequency"], np.float64)
     metrics = {
-        "fvu": sse / total_var,
-        "explained_variance": 1.0 - sse / total_var,
-        "l0": l0_sum / n,
-        "cosine": cos_sum / n,
-        "dead_fraction": float(np.mean(freq == 0)),
-        "eval_rows": n,
+        key: float(ev[key])
+        for key in ("fvu", "explained_variance", "l0", "cosine", "dead_fraction")
     }
-    if emb.atoms is not None:  # jaxemb.sae.metrics.mmcs / recovered_fraction, in float64
-        W = np.asarray(model.W_dec[...], np.float64)
-        A = np.asarray(emb.atoms, np.float64)
-        W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-8)
-        A = A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-8)
-        best = np.max(A @ W.T, axis=1)
-        metrics["mmcs"] = float(np.mean(best))
-        metrics["recovered_fraction"] = float(np.mean(best > 0.9))
+    metrics["eval_rows"] = n
+    if emb.atoms is not None:
+        W_dec = model.W_dec[...]
+        metrics["mmcs"] = float(sae.metrics.mmcs(W_dec, emb.atoms))
+        metrics["recovered_fraction"] = float(sae.metrics.recovered_fraction(W_dec, emb.atoms))
 
     values, rows = sae.analysis.top_activating(lambda z: z, codes, d_sae, top_n=c.top_n)
     values, rows = np.asarray(values), np.asarray(rows)
@@ -514,12 +477,7 @@ def _evaluate(c: TrainSAEConfig, model: nnx.Module, emb: _Embeddings) -> dict[st
 def _dense_code(code: Any, d_sae: int) -> np.ndarray:
     """A sparse or dense code as a dense float32 NumPy ``[N, d_sae]`` matrix."""
     if isinstance(code, sae.SparseCode):
-        values = np.asarray(code.values, np.float32)
-        indices = np.asarray(code.indices)
-        z = np.zeros((values.shape[0], d_sae), np.float32)
-        rows = np.broadcast_to(np.arange(values.shape[0])[:, None], indices.shape)
-        np.add.at(z, (rows, indices), values)
-        return z
+        code = sae.densify(code, d_sae)
     return np.asarray(code, np.float32)
 
 

@@ -31,6 +31,7 @@ from jaxemb.sae._base import geometric_median as geometric_median
 from jaxemb.sae._base import init_b_dec as init_b_dec
 from jaxemb.sae._base import init_sae_params as init_sae_params
 from jaxemb.sae._base import normalize_decoder as normalize_decoder
+from jaxemb.sae._base import param_axes as param_axes
 from jaxemb.sae._base import remove_parallel_grad as remove_parallel_grad
 from jaxemb.sae._base import sparse_decode as sparse_decode
 from jaxemb.sae._batchtopk import BatchTopKSAE as BatchTopKSAE
@@ -58,6 +59,7 @@ from jaxemb.sae._scaling import fold_input_norm as fold_input_norm
 from jaxemb.sae._schedules import k_anneal as k_anneal
 from jaxemb.sae._schedules import l1_warmup as l1_warmup
 from jaxemb.sae._schedules import lr_schedule as lr_schedule
+from jaxemb.sae._sharding import state_shardings as state_shardings
 from jaxemb.sae._state import TrainState as TrainState
 from jaxemb.sae._state import sync as sync
 from jaxemb.sae._topk import TopKSAE as TopKSAE
@@ -75,6 +77,8 @@ __all__ = [
     "normalize_decoder",
     "remove_parallel_grad",
     "make_train_step",
+    "param_axes",
+    "state_shardings",
     "loss",
     "DeadLatentState",
     "dead_latents_init",

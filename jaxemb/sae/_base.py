@@ -229,7 +229,54 @@ def set_sae_params(
         key, d_in, d_sae, init_encoder_from_decoder=init_encoder_from_decoder, dtype=dtype
     )
     for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-        setattr(module, name, nnx.Param(p[name]))
+        setattr(module, name, latent_param(p[name], PARAM_AXES[name]))
+
+
+#: Logical axes of the shared parameters: ``embed`` indexes the input width, ``latent`` the
+#: SAE's latents (map them to mesh axes with :func:`jaxemb.sae.param_shardings`).
+PARAM_AXES = {
+    "W_enc": ("embed", "latent"),
+    "b_enc": ("latent",),
+    "W_dec": ("latent", "embed"),
+    "b_dec": ("embed",),
+}
+
+
+def latent_param(value: jax.Array, axes: tuple[str | None, ...]) -> nnx.Param:
+    """An ``nnx.Param`` carrying logical axis names (``embed``, ``latent``) as metadata."""
+    if len(axes) != jnp.ndim(value):
+        raise ValueError(f"axes {axes} must name each of the {jnp.ndim(value)} axes of the value")
+    return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
+
+
+def param_axes(model: nnx.Module) -> dict[str, tuple[str | None, ...]]:
+    """The logical axes of every ``nnx.Param`` of an SAE, by parameter name.
+
+    Args:
+      model: a jaxemb SAE module.
+
+    Returns:
+      dict from parameter name (``W_enc``, ``b_enc``, ``W_dec``, ``b_dec`` and the variant's
+      own, e.g. ``log_threshold``) to a tuple naming each axis ``"embed"``, ``"latent"`` or
+      ``None``.
+
+    Examples:
+      >>> from flax import nnx
+      >>> from jaxemb import sae
+      >>> axes = sae.param_axes(sae.TopKSAE(8, 8, k=2, rngs=nnx.Rngs(0)))
+      >>> axes["W_enc"], axes["W_dec"], axes["b_dec"]
+      (('embed', 'latent'), ('latent', 'embed'), ('embed',))
+
+    References:
+      Flax NNX "Scale up with sharding" guide (logical axis annotations); the encoders'
+      :func:`jaxemb.encoders.param_shardings`.
+    """
+    check_sae(model)
+    out = {}
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        names = var.get_metadata().get("out_sharding") or (None,) * jnp.ndim(var[...])
+        out[".".join(str(k) for k in path)] = tuple(names)
+    return out
 
 
 def geometric_median(

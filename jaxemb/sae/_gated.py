@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike
 
-from jaxemb.sae._base import SAEOutput, check_batch, sum_squared_error
+from jaxemb.sae._base import SAEOutput, check_batch, latent_param, sum_squared_error
 from jaxemb.sae._relu import DenseSAE, check_coef, check_dead_mask, recon_metrics
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
@@ -76,8 +76,8 @@ class GatedSAE(DenseSAE):
             param_dtype=param_dtype,
         )
         self.l1_coef = float(l1_coef)
-        self.r_mag = nnx.Param(jnp.zeros((d_sae,), param_dtype))
-        self.b_mag = nnx.Param(jnp.zeros((d_sae,), param_dtype))
+        self.r_mag = latent_param(jnp.zeros((d_sae,), param_dtype), ("latent",))
+        self.b_mag = latent_param(jnp.zeros((d_sae,), param_dtype), ("latent",))
 
     def _mag(self, xs: jax.Array) -> jax.Array:
         W_mag = self.W_enc[...] * jnp.exp(self.r_mag[...])[None, :]

@@ -12,7 +12,7 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
-from jaxemb.sae._base import SAEOutput, check_batch
+from jaxemb.sae._base import SAEOutput, check_batch, latent_param
 from jaxemb.sae._relu import DenseSAE, check_coef, check_dead_mask, recon_metrics
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
@@ -194,7 +194,9 @@ class JumpReluSAE(DenseSAE):
         )
         self.l0_coef = float(l0_coef)
         self.bandwidth = float(bandwidth)
-        self.log_threshold = nnx.Param(jnp.full((d_sae,), np.log(init_threshold), param_dtype))
+        self.log_threshold = latent_param(
+            jnp.full((d_sae,), np.log(init_threshold), param_dtype), ("latent",)
+        )
 
     @property
     def threshold(self) -> jax.Array:

@@ -11,7 +11,7 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
-from jaxemb.sae._base import check_batch, check_sae, unit_norm_rows
+from jaxemb.sae._base import check_batch, check_sae, param_axes, unit_norm_rows
 from jaxemb.sae._scaling import scale_inputs
 from jaxemb.sae._state import TrainState
 
@@ -19,20 +19,18 @@ from jaxemb.sae._state import TrainState
 _RESET_TO_ZERO = ("b_enc", "b_mag", "r_mag")
 
 
-def latent_axis(name: str, value: jax.Array, d_sae: int) -> int | None:
-    """The axis of a parameter that indexes latents (``W_enc``: 1; ``b_dec``: none; else 0)."""
-    if name == "W_enc":
-        return 1
-    if name == "b_dec" or value.ndim == 0 or value.shape[0] != d_sae:
-        return None
-    return 0
+def latent_axis(axes: tuple[str | None, ...] | None) -> int | None:
+    """The axis named ``"latent"`` in a parameter's logical axes (``None``: no latent axis)."""
+    return None if axes is None or "latent" not in axes else axes.index("latent")
 
 
-def _mask_latents(tree: dict, dead: jax.Array, d_sae: int, fill: dict | None = None) -> dict:
+def _mask_latents(
+    tree: dict, dead: jax.Array, axes: dict, d_sae: int, fill: dict | None = None
+) -> dict:
     """Replaces the dead latents' slices by ``fill[name]`` (no fill: every per-latent one by 0)."""
     out = {}
     for name, value in tree.items():
-        axis = latent_axis(name, value, d_sae)
+        axis = latent_axis(axes.get(name))
         if axis is None or (fill is not None and name not in fill):
             out[name] = value
             continue
@@ -44,7 +42,7 @@ def _mask_latents(tree: dict, dead: jax.Array, d_sae: int, fill: dict | None = N
     return out
 
 
-def reset_moments(opt_state: Any, params: dict, dead: jax.Array, d_sae: int) -> Any:
+def reset_moments(opt_state: Any, params: dict, dead: jax.Array, axes: dict, d_sae: int) -> Any:
     """Zeroes every optimiser-state entry shaped like ``params`` at the dead latents.
 
     Walks the optax state and, in each sub-tree that is a dict with the same keys as ``params``
@@ -58,7 +56,7 @@ def reset_moments(opt_state: Any, params: dict, dead: jax.Array, d_sae: int) -> 
 
     def fix(node):
         if is_param_dict(node):
-            return _mask_latents(node, dead, d_sae)
+            return _mask_latents(node, dead, axes, d_sae)
         return node
 
     return jax.tree.map(fix, opt_state, is_leaf=is_param_dict)
@@ -131,10 +129,13 @@ def resample_dead(
             raise ValueError("dead must be given for a model without dead_threshold")
         dead = state.dead.tokens_since_fired > threshold
     graphdef = nnx.graphdef(model)
-    return _resample(state, graphdef, jnp.asarray(x), key, dead, float(encoder_scale), model.d_sae)
+    axes = param_axes(model)
+    return _resample(
+        state, graphdef, jnp.asarray(x), key, dead, float(encoder_scale), axes, model.d_sae
+    )
 
 
-def _resample(state, graphdef, x, key, dead, encoder_scale, d_sae):
+def _resample(state, graphdef, x, key, dead, encoder_scale, axes, d_sae):
     params = state.params
     buffers = state.buffers if state.buffers is not None else {}
     m = nnx.merge(graphdef, params, buffers) if buffers else nnx.merge(graphdef, params)
@@ -160,8 +161,8 @@ def _resample(state, graphdef, x, key, dead, encoder_scale, d_sae):
     for name in _RESET_TO_ZERO:
         if name in params:
             fill[name] = jnp.zeros_like(params[name])
-    new_params = _mask_latents(params, dead, d_sae, fill)
-    opt_state = reset_moments(state.opt_state, params, dead, d_sae)
+    new_params = _mask_latents(params, dead, axes, d_sae, fill)
+    opt_state = reset_moments(state.opt_state, params, dead, axes, d_sae)
     counts = jnp.where(dead, 0, state.dead.tokens_since_fired).astype(jnp.int32)
     return state._replace(
         params=new_params, opt_state=opt_state, dead=state.dead._replace(tokens_since_fired=counts)

@@ -12,7 +12,13 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
-from jaxemb.sae._base import check_batch, check_sae, remove_parallel_grad, unit_norm_rows
+from jaxemb.sae._base import (
+    check_batch,
+    check_sae,
+    param_axes,
+    remove_parallel_grad,
+    unit_norm_rows,
+)
 from jaxemb.sae._dead import _update, check_threshold, dead_latents_init
 from jaxemb.sae._loss import loss_keywords
 from jaxemb.sae._resample import _resample
@@ -122,6 +128,7 @@ def make_train_step(
     if resample_every is not None and threshold is None:
         raise ValueError("resample_every needs a model with a dead_threshold")
     resample_key = jax.random.key(resample_seed)
+    axes = param_axes(model)
 
     def merge(p, b):
         return nnx.merge(graphdef, p, b) if b else nnx.merge(graphdef, p)
@@ -157,7 +164,9 @@ def make_train_step(
             dmask = new.dead.tokens_since_fired > threshold
             new = jax.lax.cond(
                 do & jnp.any(dmask),
-                lambda s: _resample(s, graphdef, x, key, dmask, resample_encoder_scale, d_sae),
+                lambda s: _resample(
+                    s, graphdef, x, key, dmask, resample_encoder_scale, axes, d_sae
+                ),
                 lambda s: s,
                 new,
             )

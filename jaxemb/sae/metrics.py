@@ -3,14 +3,18 @@
 Reconstruction (:func:`fvu`, :func:`explained_variance`, :func:`mse`, :func:`cosine`,
 :func:`shrinkage`), sparsity (:func:`l0`, :func:`l1`, :func:`firing_frequency`,
 :func:`dead_fraction`, :func:`dense_fraction`) and, against a known dictionary, recovery
-(:func:`max_cosine`, :func:`mmcs`, :func:`recovered_fraction`). Codes may be a
+(:func:`max_cosine`, :func:`mmcs`, :func:`recovered_fraction`). Over a whole dataset,
+:func:`reconstruction_metrics` accumulates the reconstruction and sparsity metrics batch by batch
+(``init`` / ``update`` / ``compute``). Codes may be a
 :class:`~jaxemb.sae.SparseCode` or a dense ``[N, d_sae]`` activation matrix. Every function
 returns float32 (or wider) ``jax.Array`` values.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -394,3 +398,192 @@ __all__ = [
     "mmcs",
     "recovered_fraction",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming accumulation over a dataset
+
+
+class ReconstructionState(NamedTuple):
+    """The running sums of :func:`reconstruction_metrics` (a pytree, replicated on a mesh).
+
+    Attributes:
+      rows: float32 scalar, rows seen.
+      mean: ``[d_in]`` float32 running mean of ``x``.
+      m2: float32 scalar ``Σ‖x − mean‖²`` (merged per batch by Chan et al.'s update, so no
+        cancellation between ``Σ‖x‖²`` and ``‖Σx‖²``).
+      sse: float32 scalar ``Σ‖x − x̂‖²``.
+      cosine: float32 scalar, sum over rows of ``cos(x, x̂)``.
+      shrinkage: float32 scalar, sum over rows of ``‖x̂‖ / ‖x‖``.
+      l0: float32 scalar, sum over rows of the number of distinct non-zero latents.
+      l1: float32 scalar, sum over rows of ``Σ_j |z_j|``.
+      fired: ``[d_sae]`` int32, rows on which each latent was non-zero.
+    """
+
+    rows: jax.Array
+    mean: jax.Array
+    m2: jax.Array
+    sse: jax.Array
+    cosine: jax.Array
+    shrinkage: jax.Array
+    l0: jax.Array
+    l1: jax.Array
+    fired: jax.Array
+
+
+class StreamingMetrics(NamedTuple):
+    """``init() -> state``, ``update(state, x, x_hat, code) -> state``, ``compute(state) -> dict``.
+
+    Built by :func:`reconstruction_metrics`; ``update`` is jitted and takes batches sharded over
+    a mesh's data axis as they are (the sums reduce over the global batch).
+    """
+
+    init: Callable[[], ReconstructionState]
+    update: Callable[..., ReconstructionState]
+    compute: Callable[[ReconstructionState], dict[str, jax.Array]]
+
+
+def reconstruction_metrics(d_in: int, d_sae: int, *, eps: float = 1e-8) -> StreamingMetrics:
+    """Streaming reconstruction and sparsity metrics of an SAE over a whole dataset.
+
+    Feed every batch once: ``state = m.update(state, x, x_hat, code)``; ``m.compute(state)``
+    then gives the dataset-level values of :func:`fvu` (variance about the dataset mean, not a
+    batch mean), :func:`explained_variance`, :func:`mse`, :func:`cosine`, :func:`shrinkage`,
+    :func:`l0`, :func:`l1` and :func:`firing_frequency`, each equal to the one-shot function on
+    the concatenated batches up to float32 rounding, plus ``dead_fraction`` (latents that never
+    fired) and ``rows``. Memory is ``O(d_in + d_sae)`` whatever the dataset size.
+
+    Args:
+      d_in: input width.
+      d_sae: number of latents.
+      eps: floor on norms in the cosine and shrinkage (as :func:`cosine`).
+
+    Returns:
+      :class:`StreamingMetrics` ``(init, update, compute)``. ``update(state, x, x_hat, code)``
+      takes ``x``, ``x_hat`` ``[N, d_in]`` float and ``code`` a
+      :class:`~jaxemb.sae.SparseCode` ``[N, k]`` or dense ``[N, d_sae]`` activations;
+      ``compute`` returns a dict of float32 scalars and ``firing_frequency [d_sae]``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxemb.sae import metrics
+      >>> m = metrics.reconstruction_metrics(2, 3)
+      >>> state = m.init()
+      >>> x = jnp.array([[0.0, 0.0], [2.0, 2.0]])
+      >>> state = m.update(state, x[:1], jnp.ones((1, 2)), jnp.array([[1.0, 0.0, 0.0]]))
+      >>> state = m.update(state, x[1:], jnp.ones((1, 2)), jnp.array([[0.0, 0.0, 2.0]]))
+      >>> out = m.compute(state)
+      >>> float(out["fvu"]), float(out["l0"]), out["firing_frequency"].tolist()
+      (1.0, 1.0, [0.5, 0.0, 0.5])
+
+    References:
+      Chan, Golub & LeVeque, "Updating formulae and a pairwise algorithm for computing sample
+      variances" (1979); SAELens ``run_evals`` and eai-sparsify evaluation (FVU, L0, feature
+      density accumulated over evaluation batches); ``clu.metrics`` (init / update / compute).
+    """
+    v.check_int(d_in, "d_in", minimum=1)
+    v.check_int(d_sae, "d_sae", minimum=1)
+    v.check_positive(eps, "eps")
+    eps = float(eps)
+
+    def init() -> ReconstructionState:
+        z = jnp.zeros((), jnp.float32)
+        return ReconstructionState(
+            z, jnp.zeros((d_in,), jnp.float32), z, z, z, z, z, z, jnp.zeros((d_sae,), jnp.int32)
+        )
+
+    def update(state: ReconstructionState, x: Any, x_hat: Any, code: Any) -> ReconstructionState:
+        if not isinstance(state, ReconstructionState):
+            raise ValueError(f"state must be a ReconstructionState; got {type(state).__name__}")
+        x, x_hat = _pair(x, x_hat)
+        if x.shape[1] != d_in:
+            raise ValueError(f"x must be [N, d_in={d_in}]; got {v.shape_str(x)}")
+        check_code_or_dense(code, d_sae, "code")
+        values = _values(code)
+        if values.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"code must have one row per row of x ({x.shape[0]}); got {v.shape_str(values)}"
+            )
+        if isinstance(code, SparseCode):
+            return _update_sparse(state, x, x_hat, code.values, code.indices, eps)
+        return _update_dense(state, x, x_hat, values, eps)
+
+    def compute(state: ReconstructionState) -> dict[str, jax.Array]:
+        if not isinstance(state, ReconstructionState):
+            raise ValueError(f"state must be a ReconstructionState; got {type(state).__name__}")
+        if not float(state.rows) > 0:
+            raise ValueError("compute needs at least one row: call update(state, ...) first")
+        return _compute(state, d_in)
+
+    return StreamingMetrics(init, update, compute)
+
+
+def _merge_sums(state, x, x_hat, eps, l0, l1, fired):
+    x, x_hat = _f32(x), _f32(x_hat)
+    n_b = jnp.float32(x.shape[0])
+    mean_b = jnp.mean(x, axis=0)
+    m2_b = jnp.sum(jnp.square(x - mean_b[None, :]))
+    rows = state.rows + n_b
+    delta = mean_b - state.mean
+    mean = state.mean + delta * (n_b / rows)
+    m2 = state.m2 + m2_b + jnp.sum(jnp.square(delta)) * (state.rows * n_b / rows)
+    nx = jnp.maximum(jnp.linalg.norm(x, axis=1), eps)
+    nh = jnp.maximum(jnp.linalg.norm(x_hat, axis=1), eps)
+    return ReconstructionState(
+        rows=rows,
+        mean=mean,
+        m2=m2,
+        sse=state.sse + sum_squared_error(x, x_hat),
+        cosine=state.cosine + jnp.sum(jnp.sum(x * x_hat, axis=1) / (nx * nh)),
+        shrinkage=state.shrinkage + jnp.sum(jnp.linalg.norm(x_hat, axis=1) / nx),
+        l0=state.l0 + l0,
+        l1=state.l1 + l1,
+        fired=state.fired + fired,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("eps",))
+def _update_dense(state, x, x_hat, z, eps):
+    active = z != 0
+    l0 = jnp.sum(active).astype(jnp.float32)
+    l1 = jnp.sum(jnp.abs(_f32(z)))
+    fired = jnp.sum(active, axis=0).astype(jnp.int32)
+    return _merge_sums(state, x, x_hat, eps, l0, l1, fired)
+
+
+@functools.partial(jax.jit, static_argnames=("eps",))
+def _update_sparse(state, x, x_hat, values, indices, eps):
+    # A latent counts once per row even when its index repeats (matching pursuit may pick it
+    # twice): only its first active occurrence in the row is counted.
+    k = indices.shape[1]
+    active = values != 0
+    same = (indices[:, :, None] == indices[:, None, :]) & active[:, None, :]
+    earlier = jnp.tril(jnp.ones((k, k), jnp.bool_), -1)
+    first = active & ~jnp.any(same & earlier[None, :, :], axis=2)
+    l0 = jnp.sum(first).astype(jnp.float32)
+    l1 = jnp.sum(jnp.abs(_f32(values)))
+    fired = (
+        jnp.zeros(state.fired.shape, jnp.int32)
+        .at[indices.reshape(-1)]
+        .add(first.reshape(-1).astype(jnp.int32))
+    )
+    return _merge_sums(state, x, x_hat, eps, l0, l1, fired)
+
+
+@functools.partial(jax.jit, static_argnames=("d_in",))
+def _compute(state, d_in):
+    tv = jnp.maximum(state.m2, jnp.finfo(jnp.float32).tiny)
+    fvu_ = state.sse / tv
+    freq = state.fired.astype(jnp.float32) / state.rows
+    return {
+        "rows": state.rows,
+        "fvu": fvu_,
+        "explained_variance": 1.0 - fvu_,
+        "mse": state.sse / (state.rows * d_in),
+        "cosine": state.cosine / state.rows,
+        "shrinkage": state.shrinkage / state.rows,
+        "l0": state.l0 / state.rows,
+        "l1": state.l1 / state.rows,
+        "firing_frequency": freq,
+        "dead_fraction": jnp.mean((state.fired == 0).astype(jnp.float32)),
+    }
