@@ -28,7 +28,6 @@ with the same workdir resumes from the last checkpoint. Writes ``report.md``, ``
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import sys
 import time
 import zipfile
@@ -284,32 +283,31 @@ def _open_npz(path: Path, key: str | None) -> np.ndarray:
 
 
 def _build_model(c: TrainSAEConfig, d_in: int) -> nnx.Module:
-    cls = sae.sae_variants()[c.variant]
-    params = inspect.signature(cls.__init__).parameters
-    kwargs: dict[str, Any] = {}
-    if "k" in params:
-        kwargs["k"] = c.k
-    if "n_steps" in params:
-        kwargs["n_steps"] = c.k
-    if "group_sizes" in params:  # Matryoshka: nested prefixes doubling in size
+    """The variant's module, from its config class (``jaxemb.sae.sae_configs()``)."""
+    config_cls = sae.sae_configs()[c.variant]
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    values: dict[str, Any] = {"d_in": d_in, "d_sae": c.d_sae}
+    if "k" in fields:
+        values["k"] = c.k
+    if "n_steps" in fields:
+        values["n_steps"] = c.k
+    if "group_sizes" in fields:  # Matryoshka: nested prefixes doubling in size
         sizes, rest = [], c.d_sae
         while rest > c.d_sae // 8 and len(sizes) < 3:
             sizes.append(rest - rest // 2)
             rest //= 2
-        kwargs["group_sizes"] = ((rest,) if rest else ()) + tuple(reversed(sizes))
-    if c.dead_threshold is not None and "dead_threshold" in params:
-        kwargs["dead_threshold"] = c.dead_threshold
-    kwargs.update(c.variant_kwargs)
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        raise TrainSAEError(
-            f"variant_kwargs {unknown} are not arguments of {cls.__name__}; it accepts "
-            f"{sorted(p for p in params if p not in ('self', 'rngs'))}."
-        )
+        values["group_sizes"] = ((rest,) if rest else ()) + tuple(reversed(sizes))
+    if c.dead_threshold is not None and "dead_threshold" in fields:
+        values["dead_threshold"] = c.dead_threshold
+    values.update(c.variant_kwargs)
     try:
-        return cls(d_in, c.d_sae, rngs=nnx.Rngs(c.seed), **kwargs)
+        config = config_cls.create(values)
+    except ValueError as e:
+        raise TrainSAEError(f"variant_kwargs: {e}.") from e
+    try:
+        return config.build(rngs=nnx.Rngs(c.seed))
     except (TypeError, ValueError) as e:
-        raise TrainSAEError(f"Cannot build {cls.__name__} with {kwargs}: {e}") from e
+        raise TrainSAEError(f"Cannot build {config_cls.module} with {values}: {e}") from e
 
 
 # ----------------------------------------------------------------------------------------------
@@ -497,13 +495,13 @@ def _write_report(c: TrainSAEConfig, workdir: Path, emb: _Embeddings, ev: dict, 
     ]
     if "mmcs" in m:
         cols += [("MMCS", "mmcs", ".4f"), ("recovered (cos > 0.9)", "recovered_fraction", ".3f")]
-    cls = sae.sae_variants()[c.variant]
-    params = inspect.signature(cls.__init__).parameters
+    config_cls = sae.sae_configs()[c.variant]
+    params = {f.name for f in dataclasses.fields(config_cls)}
     k_text = f", k={c.k}" if "k" in params else ""
     k_text += f", n_steps={c.k}" if "n_steps" in params else ""
     report = experiment.Report(workdir, f"{c.variant} sparse autoencoder on {emb.name}")
     report.text(
-        f"{cls.__name__} with d_in={emb.d_in}, d_sae={c.d_sae}{k_text}; {c.steps} steps of "
+        f"{config_cls.module} with d_in={emb.d_in}, d_sae={c.d_sae}{k_text}; {c.steps} steps of "
         f"batch {c.batch_size} (lr {c.lr}) on a {mesh.shape['data']}x{mesh.shape['model']} "
         f"(data x model) mesh; {emb.n} training rows. Metrics on {m['eval_rows']} rows of the "
         "training data."

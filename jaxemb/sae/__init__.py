@@ -34,23 +34,31 @@ from jaxemb.sae._base import normalize_decoder as normalize_decoder
 from jaxemb.sae._base import param_axes as param_axes
 from jaxemb.sae._base import remove_parallel_grad as remove_parallel_grad
 from jaxemb.sae._base import sparse_decode as sparse_decode
+from jaxemb.sae._batchtopk import BatchTopKConfig as BatchTopKConfig
 from jaxemb.sae._batchtopk import BatchTopKSAE as BatchTopKSAE
 from jaxemb.sae._batchtopk import batch_topk as batch_topk
+from jaxemb.sae._config import SAEConfig as SAEConfig
 from jaxemb.sae._dead import DeadLatentState as DeadLatentState
 from jaxemb.sae._dead import dead_latents_init as dead_latents_init
 from jaxemb.sae._dead import dead_latents_update as dead_latents_update
 from jaxemb.sae._dead import dead_mask as dead_mask
+from jaxemb.sae._gated import GatedConfig as GatedConfig
 from jaxemb.sae._gated import GatedSAE as GatedSAE
 from jaxemb.sae._io import load_sae as load_sae
+from jaxemb.sae._io import sae_configs as sae_configs
 from jaxemb.sae._io import sae_variants as sae_variants
 from jaxemb.sae._io import save_sae as save_sae
+from jaxemb.sae._jumprelu import JumpReluConfig as JumpReluConfig
 from jaxemb.sae._jumprelu import JumpReluSAE as JumpReluSAE
 from jaxemb.sae._jumprelu import heaviside_st as heaviside_st
 from jaxemb.sae._jumprelu import jumprelu_st as jumprelu_st
 from jaxemb.sae._kernels import topk_encode as topk_encode
 from jaxemb.sae._loss import loss as loss
+from jaxemb.sae._matryoshka import MatryoshkaConfig as MatryoshkaConfig
 from jaxemb.sae._matryoshka import MatryoshkaSAE as MatryoshkaSAE
+from jaxemb.sae._mp import MatchingPursuitConfig as MatchingPursuitConfig
 from jaxemb.sae._mp import MatchingPursuitSAE as MatchingPursuitSAE
+from jaxemb.sae._relu import ReluConfig as ReluConfig
 from jaxemb.sae._relu import ReluSAE as ReluSAE
 from jaxemb.sae._resample import resample_dead as resample_dead
 from jaxemb.sae._scaling import InputScale as InputScale
@@ -62,10 +70,20 @@ from jaxemb.sae._schedules import lr_schedule as lr_schedule
 from jaxemb.sae._sharding import state_shardings as state_shardings
 from jaxemb.sae._state import TrainState as TrainState
 from jaxemb.sae._state import sync as sync
+from jaxemb.sae._topk import TopKConfig as TopKConfig
 from jaxemb.sae._topk import TopKSAE as TopKSAE
 from jaxemb.sae._train import make_train_step as make_train_step
 
 __all__ = [
+    "BatchTopKConfig",
+    "SAEConfig",
+    "GatedConfig",
+    "JumpReluConfig",
+    "MatryoshkaConfig",
+    "MatchingPursuitConfig",
+    "ReluConfig",
+    "TopKConfig",
+    "sae_configs",
     "SAEOutput",
     "SparseCode",
     "TrainState",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
 from jaxemb.sae._base import SAEOutput, check_batch, total_variance
+from jaxemb.sae._config import SAEConfig, dtype_name
 from jaxemb.sae._relu import DenseSAE, check_dead_mask, recon_metrics
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 from jaxemb.sae._topk import _auxk
@@ -66,6 +68,23 @@ def _batch_topk(acts: jax.Array, k: Any, *, k_max: int | None = None) -> jax.Arr
     if k_max is not None:
         values = jnp.where(jnp.arange(m) < n * k, values, jnp.zeros_like(values))
     return jnp.zeros_like(flat).at[idx].set(values).reshape(n, d_sae)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchTopKConfig(SAEConfig):
+    """Hyperparameters of :class:`BatchTopKSAE`: its constructor's arguments, with its defaults."""
+
+    variant: ClassVar[str] = "batchtopk"
+    module: ClassVar[str] = "BatchTopKSAE"
+    saelens_architecture: ClassVar[str] = "jumprelu"
+
+    k: int
+    dead_threshold: int = 10_000_000
+    aux_coef: float = 1 / 32
+    threshold_decay: float = 0.999
+    threshold_start_step: int = 1000
+    init_encoder_from_decoder: bool = True
+    normalize_decoder: bool = True
 
 
 class BatchTopKSAE(DenseSAE):
@@ -172,6 +191,18 @@ class BatchTopKSAE(DenseSAE):
         self.threshold_start_step = int(threshold_start_step)
         self.threshold = RunningThreshold(-jnp.ones((), jnp.float32))
         self.training_calls = TrainingCalls(jnp.zeros((), jnp.int32))
+        self.config = BatchTopKConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            param_dtype=dtype_name(param_dtype),
+            k=k,
+            dead_threshold=dead_threshold,
+            aux_coef=aux_coef,
+            threshold_decay=threshold_decay,
+            threshold_start_step=threshold_start_step,
+            init_encoder_from_decoder=init_encoder_from_decoder,
+            normalize_decoder=self.normalize_decoder,
+        )
 
     def _code_train(self, pre: jax.Array, k: Any = None, k_max: int | None = None):
         if k is None:

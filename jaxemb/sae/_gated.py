@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +11,23 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxemb.sae._base import SAEOutput, check_batch, latent_param, sum_squared_error
+from jaxemb.sae._config import SAEConfig, dtype_name
 from jaxemb.sae._relu import DenseSAE, check_coef, check_dead_mask, recon_metrics
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GatedConfig(SAEConfig):
+    """Hyperparameters of :class:`GatedSAE`: its constructor's arguments, with its defaults."""
+
+    variant: ClassVar[str] = "gated"
+    module: ClassVar[str] = "GatedSAE"
+    saelens_architecture: ClassVar[str] = "gated"
+
+    l1_coef: float = 1.0
+    dead_threshold: int = 10_000_000
+    init_encoder_from_decoder: bool = True
+    normalize_decoder: bool = False
 
 
 class GatedSAE(DenseSAE):
@@ -78,6 +94,15 @@ class GatedSAE(DenseSAE):
         self.l1_coef = float(l1_coef)
         self.r_mag = latent_param(jnp.zeros((d_sae,), param_dtype), ("latent",))
         self.b_mag = latent_param(jnp.zeros((d_sae,), param_dtype), ("latent",))
+        self.config = GatedConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            param_dtype=dtype_name(param_dtype),
+            l1_coef=l1_coef,
+            dead_threshold=dead_threshold,
+            init_encoder_from_decoder=init_encoder_from_decoder,
+            normalize_decoder=self.normalize_decoder,
+        )
 
     def _mag(self, xs: jax.Array) -> jax.Array:
         W_mag = self.W_enc[...] * jnp.exp(self.r_mag[...])[None, :]

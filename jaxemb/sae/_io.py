@@ -24,7 +24,6 @@ the same function.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from jaxemb.sae._base import check_sae
+from jaxemb.sae._config import SAEConfig, dtype_name
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SPARSIFY_WEIGHTS = "sae.safetensors"
@@ -42,24 +42,49 @@ CFG = "cfg.json"
 EXTRA = "jaxemb_state.safetensors"
 _FORMATS = ("saelens", "sparsify")
 
-# name -> class name in jaxemb.sae; the registry holds those that are importable.
-_VARIANT_CLASSES = {
-    "relu": "ReluSAE",
-    "topk": "TopKSAE",
-    "batchtopk": "BatchTopKSAE",
-    "jumprelu": "JumpReluSAE",
-    "gated": "GatedSAE",
-    "matryoshka": "MatryoshkaSAE",
-    "matching_pursuit": "MatchingPursuitSAE",
-}
+
+def sae_configs() -> dict[str, type[SAEConfig]]:
+    """The config class of every SAE variant, by variant name.
+
+    Each variant module declares a frozen :class:`SAEConfig` subclass (its hyperparameters, its
+    registry name, the module class and how SAELens / eai-sparsify store it); this is the
+    registry :func:`sae_variants`, :func:`save_sae`, :func:`load_sae` and
+    ``experiments/train_sae.py`` read.
+
+    Returns:
+      dict from variant name (``relu``, ``topk``, ``batchtopk``, ``jumprelu``, ``gated``,
+      ``matryoshka``, ``matching_pursuit``) to its config class.
+
+    Examples:
+      >>> from jaxemb.sae import sae_configs
+      >>> sae_configs()["topk"].__name__, sae_configs()["topk"].saelens_architecture
+      ('TopKConfig', 'topk')
+    """
+    from jaxemb.sae._batchtopk import BatchTopKConfig
+    from jaxemb.sae._gated import GatedConfig
+    from jaxemb.sae._jumprelu import JumpReluConfig
+    from jaxemb.sae._matryoshka import MatryoshkaConfig
+    from jaxemb.sae._mp import MatchingPursuitConfig
+    from jaxemb.sae._relu import ReluConfig
+    from jaxemb.sae._topk import TopKConfig
+
+    configs = (
+        ReluConfig,
+        TopKConfig,
+        BatchTopKConfig,
+        JumpReluConfig,
+        GatedConfig,
+        MatryoshkaConfig,
+        MatchingPursuitConfig,
+    )
+    return {c.variant: c for c in configs}
 
 
 def sae_variants() -> dict[str, type]:
     """The SAE variants available by name, e.g. ``{"topk": TopKSAE, "relu": ReluSAE, ...}``.
 
-    Looked up in :mod:`jaxemb.sae` at call time, so every variant class that module exports
-    is included (``relu``, ``topk``, ``batchtopk``, ``jumprelu``, ``gated``, ``matryoshka``,
-    ``matching_pursuit``).
+    Read from the configs' registry (:func:`sae_configs`): ``relu``, ``topk``, ``batchtopk``,
+    ``jumprelu``, ``gated``, ``matryoshka``, ``matching_pursuit``.
 
     Returns:
       dict from variant name to its ``nnx.Module`` class.
@@ -71,16 +96,21 @@ def sae_variants() -> dict[str, type]:
     """
     import jaxemb.sae as sae_pkg
 
-    out = {}
-    for name, cls_name in _VARIANT_CLASSES.items():
-        cls = getattr(sae_pkg, cls_name, None)
-        if cls is not None:
-            out[name] = cls
-    return out
+    return {name: getattr(sae_pkg, c.module) for name, c in sae_configs().items()}
 
 
-def _class_by_name(cls_name: str) -> type | None:
-    return {c.__name__: c for c in sae_variants().values()}.get(cls_name)
+def _config_of(model: Any, where: str) -> SAEConfig:
+    config = getattr(model, "config", None)
+    if not isinstance(config, SAEConfig):
+        raise ValueError(
+            f"{where}: the model must be a jaxemb.sae variant carrying its config "
+            f"(model.config, a jaxemb.sae.SAEConfig); {type(model).__name__} has none"
+        )
+    return config
+
+
+def _config_class(cls_name: str) -> type[SAEConfig] | None:
+    return {c.module: c for c in sae_configs().values()}.get(cls_name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,41 +157,11 @@ def _set_native(model: nnx.Module, values: dict[str, np.ndarray], where: str) ->
     nnx.update(model, state)
 
 
-def _init_kwargs(model: nnx.Module) -> dict[str, Any]:
-    """Constructor arguments recoverable from the module's attributes (JSON values only)."""
-    sig = inspect.signature(type(model).__init__)
-    out: dict[str, Any] = {}
-    for name, p in sig.parameters.items():
-        if name in ("self", "rngs") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        if name == "param_dtype":
-            out[name] = str(np.dtype(model.W_dec[...].dtype))
-            continue
-        if not hasattr(model, name):
-            continue
-        value = getattr(model, name)
-        if isinstance(value, (np.integer, np.floating, np.bool_)):
-            value = value.item()
-        if isinstance(value, tuple):
-            value = list(value)
-        try:
-            json.dumps(value)
-        except TypeError:
-            continue
-        out[name] = value
-    return out
-
-
-def _construct(cls: type, kwargs: dict[str, Any], where: str) -> nnx.Module:
-    kwargs = dict(kwargs)
-    sig = inspect.signature(cls.__init__)
-    if "param_dtype" in kwargs:
-        kwargs["param_dtype"] = jnp.dtype(kwargs["param_dtype"])
-    kwargs = {k: v for k, v in kwargs.items() if k in sig.parameters}
+def _construct(config_cls: type[SAEConfig], values: dict[str, Any], where: str) -> nnx.Module:
     try:
-        return cls(**kwargs, rngs=nnx.Rngs(0))
+        return config_cls.create(values).build(rngs=nnx.Rngs(0))
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: cannot build {cls.__name__}({kwargs}): {e}") from e
+        raise ValueError(f"{where}: cannot build {config_cls.module}({values}): {e}") from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,27 +184,7 @@ def _folded(native: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 
 def _saelens_architecture(model: nnx.Module) -> str:
-    name = type(model).__name__
-    if name == "TopKSAE":
-        return "topk"
-    if name == "ReluSAE":
-        return "standard"
-    if name in ("JumpReluSAE", "BatchTopKSAE"):
-        return "jumprelu"
-    if name == "GatedSAE":
-        return "gated"
-    if name == "MatchingPursuitSAE":
-        return "matching_pursuit"
-    if name == "MatryoshkaSAE":
-        return "jumprelu" if hasattr(model, "threshold") and not _has_int_k(model) else "topk"
-    if hasattr(model, "threshold"):
-        return "jumprelu"
-    return "topk" if _has_int_k(model) else "standard"
-
-
-def _has_int_k(model: Any) -> bool:
-    k = getattr(model, "k", None)
-    return isinstance(k, (int, np.integer)) and not isinstance(k, bool)
+    return _config_of(model, "save_sae").architecture()
 
 
 def _threshold(model: nnx.Module, native: dict[str, np.ndarray]) -> np.ndarray:
@@ -278,17 +258,13 @@ def _native_from_sparsify(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarra
 # configs
 
 
-def _dtype_name(dtype: Any) -> str:
-    return str(np.dtype(dtype))
-
-
 def _saelens_cfg(model: nnx.Module, dtype: Any) -> dict[str, Any]:
     arch = _saelens_architecture(model)
     cfg: dict[str, Any] = {
         "architecture": arch,
         "d_in": int(model.d_in),
         "d_sae": int(model.d_sae),
-        "dtype": _dtype_name(dtype),
+        "dtype": dtype_name(dtype),
         "device": "cpu",
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
@@ -390,7 +366,7 @@ def save_sae(path: str | os.PathLike, sae: nnx.Module, format: str = "saelens") 
         weights_name = SAELENS_WEIGHTS
         implied = _native_from_saelens(set(native), tensors, cfg)
     else:
-        if _saelens_architecture(sae) != "topk" or not _has_int_k(sae):
+        if not _config_of(sae, "save_sae").sparsify:
             raise ValueError(
                 f"the sparsify layout holds per-row TopK SAEs (TopKSAE); {type(sae).__name__} "
                 "is not one. Use format='saelens'."
@@ -400,7 +376,8 @@ def save_sae(path: str | os.PathLike, sae: nnx.Module, format: str = "saelens") 
         weights_name = SPARSIFY_WEIGHTS
         implied = _native_from_sparsify(tensors)
     # What the tools' tensors (loaded into a fresh instance) would not reproduce bit for bit.
-    fresh = _native_state(_construct(type(sae), _init_kwargs(sae), "save_sae"))
+    config = _config_of(sae, "save_sae")
+    fresh = _native_state(_construct(type(config), config.to_dict(), "save_sae"))
     extras = {}
     for name, value in native.items():
         got = implied.get(name, fresh.get(name))
@@ -411,7 +388,7 @@ def save_sae(path: str | os.PathLike, sae: nnx.Module, format: str = "saelens") 
     meta = {
         "format": "jaxemb",
         "jaxemb_class": type(sae).__name__,
-        "jaxemb_init": json.dumps(_init_kwargs(sae)),
+        "jaxemb_init": json.dumps(config.to_dict()),
     }
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: _contiguous(v) for k, v in tensors.items()}, path / weights_name, meta)
@@ -602,11 +579,11 @@ def load_sae(path: str | os.PathLike) -> nnx.Module:
             kwargs["normalize_decoder"] = bool(cfg["normalize_decoder"])
 
     cls_name = meta.get("jaxemb_class", default_cls)
-    cls = _class_by_name(cls_name)
+    cls = _config_class(cls_name)
     if cls is None:
         raise ValueError(
             f"{where}: the SAE class {cls_name!r} is not available in jaxemb.sae "
-            f"(available: {sorted(c.__name__ for c in sae_variants().values())})"
+            f"(available: {sorted(c.module for c in sae_configs().values())})"
         )
     if "jaxemb_init" in meta:
         try:
@@ -614,7 +591,7 @@ def load_sae(path: str | os.PathLike) -> nnx.Module:
         except json.JSONDecodeError as e:
             raise ValueError(f"{where}: unreadable jaxemb_init metadata: {e}") from e
     else:
-        kwargs["param_dtype"] = _dtype_name(tensors["W_dec"].dtype)
+        kwargs["param_dtype"] = dtype_name(tensors["W_dec"].dtype)
     model = _construct(cls, kwargs, where)
     have = _native_state(model)
     native = (
@@ -629,7 +606,7 @@ def load_sae(path: str | os.PathLike) -> nnx.Module:
         unknown = sorted(set(extras) - set(have))
         if unknown:
             raise ValueError(
-                f"{extra_path}: variables {unknown} do not exist in {cls.__name__}; it holds "
+                f"{extra_path}: variables {unknown} do not exist in {cls.module}; it holds "
                 f"{sorted(have)}"
             )
         native.update(extras)

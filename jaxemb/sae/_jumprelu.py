@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
 from jaxemb.sae._base import SAEOutput, check_batch, latent_param
+from jaxemb.sae._config import SAEConfig, dtype_name
 from jaxemb.sae._relu import DenseSAE, check_coef, check_dead_mask, recon_metrics
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
@@ -128,6 +130,22 @@ def _check_st(x: Any, threshold: Any, bandwidth: Any) -> None:
     v.check_positive(bandwidth, "bandwidth")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JumpReluConfig(SAEConfig):
+    """Hyperparameters of :class:`JumpReluSAE`: its constructor's arguments, with its defaults."""
+
+    variant: ClassVar[str] = "jumprelu"
+    module: ClassVar[str] = "JumpReluSAE"
+    saelens_architecture: ClassVar[str] = "jumprelu"
+
+    l0_coef: float = 1e-3
+    bandwidth: float = 0.001
+    init_threshold: float = 0.001
+    dead_threshold: int = 10_000_000
+    init_encoder_from_decoder: bool = True
+    normalize_decoder: bool = True
+
+
 class JumpReluSAE(DenseSAE):
     """JumpReLU SAE: ``z = relu(pre) · H(relu(pre) − θ)`` with learned ``θ = exp(log_threshold)``.
 
@@ -196,6 +214,17 @@ class JumpReluSAE(DenseSAE):
         self.bandwidth = float(bandwidth)
         self.log_threshold = latent_param(
             jnp.full((d_sae,), np.log(init_threshold), param_dtype), ("latent",)
+        )
+        self.config = JumpReluConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            param_dtype=dtype_name(param_dtype),
+            l0_coef=l0_coef,
+            bandwidth=bandwidth,
+            init_threshold=init_threshold,
+            dead_threshold=dead_threshold,
+            init_encoder_from_decoder=init_encoder_from_decoder,
+            normalize_decoder=self.normalize_decoder,
         )
 
     @property

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -21,12 +22,32 @@ from jaxemb.sae._base import (
     sum_squared_error,
     total_variance,
 )
+from jaxemb.sae._config import SAEConfig, dtype_name
 from jaxemb.sae._dead import check_threshold
 from jaxemb.sae._kernels import _sparse_decode, _topk_encode
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 from jaxemb.sae._topk import _auxk, _check_dead_mask
 
 _REDUCTIONS = ("mean", "sum")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MatryoshkaConfig(SAEConfig):
+    """Hyperparameters of :class:`MatryoshkaSAE`: its constructor's arguments, with its defaults."""
+
+    variant: ClassVar[str] = "matryoshka"
+    module: ClassVar[str] = "MatryoshkaSAE"
+    saelens_architecture: ClassVar[str] = "topk"
+    sparsify: ClassVar[bool] = True
+
+    k: int
+    group_sizes: tuple[int, ...]
+    batch_topk: bool = False
+    reduction: str = "mean"
+    dead_threshold: int = 10_000_000
+    aux_coef: float = 1 / 32
+    init_encoder_from_decoder: bool = True
+    normalize_decoder: bool = True
 
 
 class MatryoshkaSAE(nnx.Module):
@@ -130,7 +151,20 @@ class MatryoshkaSAE(nnx.Module):
             dtype=param_dtype,
         )
 
-    # -- encoder ---------------------------------------------------------------------------
+        # -- encoder ---------------------------------------------------------------------------
+        self.config = MatryoshkaConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            param_dtype=dtype_name(param_dtype),
+            k=k,
+            group_sizes=group_sizes,
+            batch_topk=batch_topk,
+            reduction=reduction,
+            dead_threshold=dead_threshold,
+            aux_coef=aux_coef,
+            init_encoder_from_decoder=init_encoder_from_decoder,
+            normalize_decoder=self.normalize_decoder,
+        )
 
     def _pre(self, x: jax.Array) -> jax.Array:
         return (x - self.b_dec[...][None, :]) @ self.W_enc[...] + self.b_enc[...][None, :]

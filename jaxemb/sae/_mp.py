@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +21,22 @@ from jaxemb.sae._base import (
     sum_squared_error,
     total_variance,
 )
+from jaxemb.sae._config import SAEConfig, dtype_name
 from jaxemb.sae._kernels import _sparse_decode
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 from jaxemb.sae._topk import _check_dead_mask
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MatchingPursuitConfig(SAEConfig):
+    """Hyperparameters of :class:`MatchingPursuitSAE` (its constructor's arguments and defaults)."""
+
+    variant: ClassVar[str] = "matching_pursuit"
+    module: ClassVar[str] = "MatchingPursuitSAE"
+    saelens_architecture: ClassVar[str] = "matching_pursuit"
+
+    n_steps: int
+    normalize_decoder: bool = True
 
 
 class MatchingPursuitSAE(nnx.Module):
@@ -92,6 +106,13 @@ class MatchingPursuitSAE(nnx.Module):
         self.normalize_decoder = bool(normalize_decoder)
         set_sae_params(
             self, rngs.params(), d_in, d_sae, init_encoder_from_decoder=True, dtype=param_dtype
+        )
+        self.config = MatchingPursuitConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            param_dtype=dtype_name(param_dtype),
+            n_steps=n_steps,
+            normalize_decoder=self.normalize_decoder,
         )
 
     def _atoms(self) -> jax.Array:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from jaxemb.sae._base import (
     sum_squared_error,
     total_variance,
 )
+from jaxemb.sae._config import SAEConfig, dtype_name
 from jaxemb.sae._dead import check_threshold
 from jaxemb.sae._scaling import InputScale, scale_inputs, unscale_outputs
 
@@ -167,6 +169,21 @@ def recon_metrics(x, xs, x_hat_n, z, s, f32):
     }
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReluConfig(SAEConfig):
+    """Hyperparameters of :class:`ReluSAE`: its constructor's arguments, with its defaults."""
+
+    variant: ClassVar[str] = "relu"
+    module: ClassVar[str] = "ReluSAE"
+    saelens_architecture: ClassVar[str] = "standard"
+
+    l1_coef: float = 5.0
+    mode: str = "decoder_norm"
+    dead_threshold: int = 10_000_000
+    init_encoder_from_decoder: bool = True
+    normalize_decoder: bool | None = None
+
+
 class ReluSAE(DenseSAE):
     """ReLU SAE trained with an L1 penalty: ``z = relu((x − b_dec) W_enc + b_enc)``.
 
@@ -234,6 +251,16 @@ class ReluSAE(DenseSAE):
         )
         self.l1_coef = float(l1_coef)
         self.mode = mode
+        self.config = ReluConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            param_dtype=dtype_name(param_dtype),
+            l1_coef=l1_coef,
+            mode=mode,
+            dead_threshold=dead_threshold,
+            init_encoder_from_decoder=init_encoder_from_decoder,
+            normalize_decoder=self.normalize_decoder,
+        )
 
     def _code(self, xs: jax.Array, pre: jax.Array) -> jax.Array:
         return jax.nn.relu(pre)

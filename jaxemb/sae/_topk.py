@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ from jaxemb.sae._base import (
     sum_squared_error,
     total_variance,
 )
+from jaxemb.sae._config import SAEConfig, dtype_name
 from jaxemb.sae._dead import check_threshold
 from jaxemb.sae._kernels import (
     _topk_encode,
@@ -28,6 +30,22 @@ from jaxemb.sae._kernels import (
     row_top_k,
 )
 from jaxemb.sae._scaling import input_scale, scale_inputs, unscale_outputs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TopKConfig(SAEConfig):
+    """Hyperparameters of :class:`TopKSAE`: its constructor's arguments, with its defaults."""
+
+    variant: ClassVar[str] = "topk"
+    module: ClassVar[str] = "TopKSAE"
+    saelens_architecture: ClassVar[str] = "topk"
+    sparsify: ClassVar[bool] = True
+
+    k: int
+    dead_threshold: int = 10_000_000
+    aux_coef: float = 1 / 32
+    init_encoder_from_decoder: bool = True
+    normalize_decoder: bool = True
 
 
 class TopKSAE(nnx.Module):
@@ -106,6 +124,16 @@ class TopKSAE(nnx.Module):
             d_sae,
             init_encoder_from_decoder=init_encoder_from_decoder,
             dtype=param_dtype,
+        )
+        self.config = TopKConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            param_dtype=dtype_name(param_dtype),
+            k=k,
+            dead_threshold=dead_threshold,
+            aux_coef=aux_coef,
+            init_encoder_from_decoder=init_encoder_from_decoder,
+            normalize_decoder=self.normalize_decoder,
         )
 
     def pre_activations(self, x: ArrayLike) -> jax.Array:
