@@ -1,9 +1,12 @@
-"""Embedding diagnostics and probes (see shared/design/analysis.md).
+"""Embedding diagnostics and probes, and the interpretation of features (distinctive words of
+groups of texts, the best single-feature F1 per metadata label); see shared/design/analysis.md.
 
 Plots live in the submodule ``jaxemb.analysis.plots``.
 """
 
 from jaxemb.analysis import plots as plots
+from jaxemb.analysis._alignment import LabelAlignment as LabelAlignment
+from jaxemb.analysis._alignment import label_feature_f1 as label_feature_f1
 from jaxemb.analysis._cka import linear_cka as linear_cka
 from jaxemb.analysis._cka import rbf_cka as rbf_cka
 from jaxemb.analysis._concepts import CAV as CAV
@@ -25,6 +28,10 @@ from jaxemb.analysis._geometry import lid_twonn as lid_twonn
 from jaxemb.analysis._geometry import pick_anchors as pick_anchors
 from jaxemb.analysis._geometry import relative_representation as relative_representation
 from jaxemb.analysis._geometry import whiten as whiten
+from jaxemb.analysis._keywords import STOP_WORDS as STOP_WORDS
+from jaxemb.analysis._keywords import DistinctiveWords as DistinctiveWords
+from jaxemb.analysis._keywords import distinctive_words as distinctive_words
+from jaxemb.analysis._keywords import words as words
 from jaxemb.analysis._probes import ProbeResult as ProbeResult
 from jaxemb.analysis._probes import knn_accuracy as knn_accuracy
 from jaxemb.analysis._probes import knn_classify as knn_classify
@@ -57,4 +64,10 @@ __all__ = [
     "concept_activation_vector",
     "tcav_score",
     "CAV",
+    "distinctive_words",
+    "DistinctiveWords",
+    "words",
+    "STOP_WORDS",
+    "label_feature_f1",
+    "LabelAlignment",
 ]
