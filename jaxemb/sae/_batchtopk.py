@@ -12,11 +12,11 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
+from jaxemb.sae._auxk import auxk_loss
 from jaxemb.sae._base import SAEOutput, check_batch, total_variance
 from jaxemb.sae._config import SAEConfig, dtype_name
-from jaxemb.sae._relu import DenseSAE, check_dead_mask, recon_metrics
+from jaxemb.sae._module import DenseSAE, check_dead_mask, recon_metrics
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
-from jaxemb.sae._topk import _auxk
 
 
 class RunningThreshold(nnx.Variable):
@@ -332,7 +332,7 @@ def _batchtopk_loss(model: BatchTopKSAE, x: jax.Array, dead_mask, k, k_max):
     else:
         dead_mask = jnp.asarray(dead_mask)
         residual = jax.lax.stop_gradient(xs.astype(f32) - x_hat_n.astype(f32))
-        auxk = _auxk(pre, residual, model.W_dec[...], dead_mask, tv)
+        auxk = auxk_loss(pre, residual, model.W_dec[...], dead_mask, tv)
         dead_fraction = jnp.mean(dead_mask.astype(f32))
     loss = m["fvu"] + model.aux_coef * auxk
     kept = jax.lax.stop_gradient(z).astype(f32)

@@ -12,7 +12,7 @@ from jax.typing import ArrayLike
 
 from jaxemb.sae._base import SAEOutput, check_batch, latent_param, sum_squared_error
 from jaxemb.sae._config import SAEConfig, dtype_name
-from jaxemb.sae._relu import DenseSAE, check_coef, check_dead_mask, recon_metrics
+from jaxemb.sae._module import DenseSAE, check_coef, check_dead_mask, recon_metrics
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
 

@@ -13,6 +13,7 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
+from jaxemb.sae._auxk import auxk_loss
 from jaxemb.sae._base import (
     SAEOutput,
     SparseCode,
@@ -25,8 +26,8 @@ from jaxemb.sae._base import (
 from jaxemb.sae._config import SAEConfig, dtype_name
 from jaxemb.sae._dead import check_threshold
 from jaxemb.sae._kernels import _sparse_decode, _topk_encode
+from jaxemb.sae._module import check_dead_mask
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
-from jaxemb.sae._topk import _auxk, _check_dead_mask
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -320,7 +321,7 @@ class MatryoshkaSAE(nnx.Module):
           (2025), Sec. 3; Nabeshima, "Matryoshka Sparse Autoencoders" (2024).
         """
         check_batch(x, self.d_in)
-        _check_dead_mask(dead_mask, self.d_sae)
+        check_dead_mask(dead_mask, self.d_sae)
         return _matryoshka_loss(self, jnp.asarray(x), dead_mask)
 
 
@@ -348,7 +349,7 @@ def _matryoshka_loss(
         dead_mask = jnp.asarray(dead_mask)
         residual = jax.lax.stop_gradient(x.astype(f32) - recons[-1].astype(f32))
         encoder = (x, model.W_enc[...], model.b_enc[...], model.b_dec[...])
-        auxk = _auxk(pre, residual, model.W_dec[...], dead_mask, tv, encoder)
+        auxk = auxk_loss(pre, residual, model.W_dec[...], dead_mask, tv, encoder)
         dead_fraction = jnp.mean(dead_mask.astype(f32))
     loss = prefix_loss + model.aux_coef * auxk
     active = code.values if isinstance(code, SparseCode) else code

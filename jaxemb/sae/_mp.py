@@ -23,8 +23,8 @@ from jaxemb.sae._base import (
 )
 from jaxemb.sae._config import SAEConfig, dtype_name
 from jaxemb.sae._kernels import _sparse_decode
+from jaxemb.sae._module import check_dead_mask
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
-from jaxemb.sae._topk import _check_dead_mask
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -276,7 +276,7 @@ class MatchingPursuitSAE(nnx.Module):
           Pursuit" (2025).
         """
         check_batch(x, self.d_in)
-        _check_dead_mask(dead_mask, self.d_sae)
+        check_dead_mask(dead_mask, self.d_sae)
         return _mp_loss(self, jnp.asarray(x), dead_mask)
 
 

@@ -11,6 +11,7 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
+from jaxemb.sae._auxk import auxk_loss
 from jaxemb.sae._base import (
     SAEOutput,
     SparseCode,
@@ -25,10 +26,9 @@ from jaxemb.sae._config import SAEConfig, dtype_name
 from jaxemb.sae._dead import check_threshold
 from jaxemb.sae._kernels import (
     _topk_encode,
-    encoder_pre_activations,
-    gather_pre_activations,
     row_top_k,
 )
+from jaxemb.sae._module import check_dead_mask
 from jaxemb.sae._scaling import input_scale, scale_inputs, unscale_outputs
 
 
@@ -279,18 +279,8 @@ class TopKSAE(nnx.Module):
           eai-sparsify ``SparseCoder.forward`` (``fvu``, ``auxk_loss``; ``auxk_alpha = 1/32``).
         """
         check_batch(x, self.d_in)
-        _check_dead_mask(dead_mask, self.d_sae)
+        check_dead_mask(dead_mask, self.d_sae)
         return _topk_loss(self, jnp.asarray(x), dead_mask)
-
-
-def _check_dead_mask(dead_mask: Any, d_sae: int) -> None:
-    if dead_mask is None:
-        return
-    dead_mask = v.check_array(dead_mask, "dead_mask", ndim=1, kind="any")
-    if jnp.asarray(dead_mask).dtype != jnp.bool_:
-        raise ValueError(f"dead_mask must be bool; got {jnp.asarray(dead_mask).dtype}")
-    if dead_mask.shape[0] != d_sae:
-        raise ValueError(f"dead_mask must be [d_sae={d_sae}]; got {v.shape_str(dead_mask)}")
 
 
 def _topk_loss(
@@ -311,7 +301,7 @@ def _topk_loss(
         dead_mask = jnp.asarray(dead_mask)
         residual = jax.lax.stop_gradient(x.astype(f32) - x_hat)
         encoder = (x, model.W_enc[...], model.b_enc[...], model.b_dec[...])
-        auxk = _auxk(out.pre_activations, residual, model.W_dec[...], dead_mask, tv, encoder)
+        auxk = auxk_loss(out.pre_activations, residual, model.W_dec[...], dead_mask, tv, encoder)
         dead_fraction = jnp.mean(dead_mask.astype(f32))
     loss = fvu + model.aux_coef * auxk
     metrics = {
@@ -323,43 +313,3 @@ def _topk_loss(
         "dead_fraction": dead_fraction,
     }
     return loss, metrics, out
-
-
-def _auxk(
-    pre: jax.Array,
-    residual: jax.Array,
-    W_dec: jax.Array,
-    dead_mask: jax.Array,
-    tv: jax.Array,
-    encoder: tuple[jax.Array, ...] | None = None,
-) -> jax.Array:
-    # encoder = (x, W_enc, b_enc, b_dec) that produced pre: the gradient then reaches the encoder
-    # through the k_aux selected columns only (same values and gradients as plain autodiff).
-    d_sae, d_in = W_dec.shape
-    k_aux_nominal = max(d_in // 2, 1)  # sparsify: y.shape[-1] // 2 (guarded for d_in = 1)
-    k_aux = min(k_aux_nominal, d_sae)  # static; rows beyond n_dead are masked below
-    n_dead = jnp.sum(dead_mask).astype(residual.dtype)
-    scale = jnp.minimum(n_dead / k_aux_nominal, 1.0)
-
-    def aux(pre, W_dec, encoder):
-        if encoder is not None:  # recomputed here, so pre is only formed when latents are dead
-            pre = encoder_pre_activations(*encoder)
-        masked = jnp.where(dead_mask[None, :], jax.nn.relu(pre), -jnp.inf)
-        if encoder is None:
-            values, indices = row_top_k(masked, k_aux)
-        else:
-            _, indices = row_top_k(jax.lax.stop_gradient(masked), k_aux)
-            values = jax.nn.relu(gather_pre_activations(pre, indices, *encoder))
-        # With n_dead < k_aux the tail of the top-k holds live latents at -inf: drop them, which
-        # is sparsify's top-min(k_aux, n_dead).
-        values = jnp.where(dead_mask[indices], values, 0.0)
-        e_hat = _sparse_decode(values, indices, W_dec)
-        return (scale * sum_squared_error(e_hat, residual) / tv).astype(out_dtype)
-
-    out_dtype = jnp.promote_types(residual.dtype, tv.dtype)
-    if encoder is None:
-        return aux(pre, W_dec, None)
-    # AuxK is exactly 0 (value and gradient) without dead latents: skip its top_k and decode.
-    return jax.lax.cond(
-        n_dead > 0, aux, lambda *_: jnp.zeros((), out_dtype), None, W_dec, tuple(encoder)
-    )
