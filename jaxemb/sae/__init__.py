@@ -38,6 +38,7 @@ from jaxemb.sae._batchtopk import BatchTopKConfig as BatchTopKConfig
 from jaxemb.sae._batchtopk import BatchTopKSAE as BatchTopKSAE
 from jaxemb.sae._batchtopk import batch_topk as batch_topk
 from jaxemb.sae._config import SAEConfig as SAEConfig
+from jaxemb.sae._config import TrainedSAEConfig as TrainedSAEConfig
 from jaxemb.sae._dead import DeadLatentState as DeadLatentState
 from jaxemb.sae._dead import dead_latents_init as dead_latents_init
 from jaxemb.sae._dead import dead_latents_update as dead_latents_update
@@ -77,6 +78,7 @@ from jaxemb.sae._train import make_train_step as make_train_step
 __all__ = [
     "BatchTopKConfig",
     "SAEConfig",
+    "TrainedSAEConfig",
     "GatedConfig",
     "JumpReluConfig",
     "MatryoshkaConfig",

@@ -14,8 +14,8 @@ from jax.typing import ArrayLike
 from jaxemb import _validate as v
 from jaxemb.sae._auxk import auxk_loss
 from jaxemb.sae._base import SAEOutput, check_batch, total_variance
-from jaxemb.sae._config import SAEConfig, dtype_name
-from jaxemb.sae._module import DenseSAE, check_dead_mask, recon_metrics
+from jaxemb.sae._config import TrainedSAEConfig
+from jaxemb.sae._module import DenseSAE, config_from_arguments, recon_metrics
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
 
@@ -71,7 +71,7 @@ def _batch_topk(acts: jax.Array, k: Any, *, k_max: int | None = None) -> jax.Arr
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class BatchTopKConfig(SAEConfig):
+class BatchTopKConfig(TrainedSAEConfig):
     """Hyperparameters of :class:`BatchTopKSAE`: its constructor's arguments, with its defaults."""
 
     variant: ClassVar[str] = "batchtopk"
@@ -79,11 +79,9 @@ class BatchTopKConfig(SAEConfig):
     saelens_architecture: ClassVar[str] = "jumprelu"
 
     k: int
-    dead_threshold: int = 10_000_000
     aux_coef: float = 1 / 32
     threshold_decay: float = 0.999
     threshold_start_step: int = 1000
-    init_encoder_from_decoder: bool = True
     normalize_decoder: bool = True
 
 
@@ -176,33 +174,13 @@ class BatchTopKSAE(DenseSAE):
         if threshold_decay >= 1:
             raise ValueError(f"threshold_decay must be in [0, 1); got {threshold_decay!r}")
         v.check_int(threshold_start_step, "threshold_start_step", minimum=-1)
-        self._init_shared(
-            d_in,
-            d_sae,
-            rngs,
-            dead_threshold=dead_threshold,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            normalize_decoder=normalize_decoder,
-            param_dtype=param_dtype,
-        )
+        self._setup(config_from_arguments(BatchTopKConfig, locals()), rngs, input_scale=True)
         self.k = k
         self.aux_coef = float(aux_coef)
         self.threshold_decay = float(threshold_decay)
         self.threshold_start_step = int(threshold_start_step)
         self.threshold = RunningThreshold(-jnp.ones((), jnp.float32))
         self.training_calls = TrainingCalls(jnp.zeros((), jnp.int32))
-        self.config = BatchTopKConfig(
-            d_in=d_in,
-            d_sae=d_sae,
-            param_dtype=dtype_name(param_dtype),
-            k=k,
-            dead_threshold=dead_threshold,
-            aux_coef=aux_coef,
-            threshold_decay=threshold_decay,
-            threshold_start_step=threshold_start_step,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            normalize_decoder=self.normalize_decoder,
-        )
 
     def _code_train(self, pre: jax.Array, k: Any = None, k_max: int | None = None):
         if k is None:
@@ -283,10 +261,9 @@ class BatchTopKSAE(DenseSAE):
         References:
           Bussmann et al. (2024); Gao et al. (2024) for FVU and AuxK.
         """
-        check_batch(x, self.d_in)
-        check_dead_mask(dead_mask, self.d_sae)
+        x = self._check_loss_inputs(x, dead_mask)
         k, k_max = _check_k(k, k_max, self.d_sae)
-        loss, metrics, out, min_kept = _batchtopk_loss(self, jnp.asarray(x), dead_mask, k, k_max)
+        loss, metrics, out, min_kept = _batchtopk_loss(self, x, dead_mask, k, k_max)
         old = self.threshold[...]
         step = self.training_calls[...]  # 0-based index of this training call
         decay = jnp.asarray(self.threshold_decay, old.dtype)

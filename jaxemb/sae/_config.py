@@ -119,6 +119,16 @@ class SAEConfig:
         return getattr(sae_pkg, self.module)(d_in, d_sae, rngs=rngs, **kwargs)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainedSAEConfig(SAEConfig):
+    """The settings shared by the variants trained with dead-latent tracking (all but matching
+    pursuit): ``dead_threshold`` (tokens without firing after which a latent is dead) and
+    ``init_encoder_from_decoder`` (``W_enc = W_decᵀ`` at initialisation, Gao et al.)."""
+
+    dead_threshold: int = 10_000_000
+    init_encoder_from_decoder: bool = True
+
+
 def dtype_name(dtype: Any) -> str:
     """The NumPy name of a dtype (``jnp.float32`` -> ``"float32"``), for a config field."""
     try:

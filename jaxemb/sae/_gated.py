@@ -10,14 +10,19 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike
 
-from jaxemb.sae._base import SAEOutput, check_batch, latent_param, sum_squared_error
-from jaxemb.sae._config import SAEConfig, dtype_name
-from jaxemb.sae._module import DenseSAE, check_coef, check_dead_mask, recon_metrics
+from jaxemb.sae._base import SAEOutput, latent_param, sum_squared_error
+from jaxemb.sae._config import TrainedSAEConfig
+from jaxemb.sae._module import (
+    DenseSAE,
+    check_coef,
+    config_from_arguments,
+    recon_metrics,
+)
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GatedConfig(SAEConfig):
+class GatedConfig(TrainedSAEConfig):
     """Hyperparameters of :class:`GatedSAE`: its constructor's arguments, with its defaults."""
 
     variant: ClassVar[str] = "gated"
@@ -25,8 +30,6 @@ class GatedConfig(SAEConfig):
     saelens_architecture: ClassVar[str] = "gated"
 
     l1_coef: float = 1.0
-    dead_threshold: int = 10_000_000
-    init_encoder_from_decoder: bool = True
     normalize_decoder: bool = False
 
 
@@ -82,27 +85,11 @@ class GatedSAE(DenseSAE):
         param_dtype: Any = jnp.float32,
     ):
         check_coef(l1_coef, "l1_coef")
-        self._init_shared(
-            d_in,
-            d_sae,
-            rngs,
-            dead_threshold=dead_threshold,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            normalize_decoder=normalize_decoder,
-            param_dtype=param_dtype,
-        )
+        self._setup(config_from_arguments(GatedConfig, locals()), rngs, input_scale=True)
         self.l1_coef = float(l1_coef)
-        self.r_mag = latent_param(jnp.zeros((d_sae,), param_dtype), ("latent",))
-        self.b_mag = latent_param(jnp.zeros((d_sae,), param_dtype), ("latent",))
-        self.config = GatedConfig(
-            d_in=d_in,
-            d_sae=d_sae,
-            param_dtype=dtype_name(param_dtype),
-            l1_coef=l1_coef,
-            dead_threshold=dead_threshold,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            normalize_decoder=self.normalize_decoder,
-        )
+        dtype = self.W_dec[...].dtype
+        self.r_mag = latent_param(jnp.zeros((d_sae,), dtype), ("latent",))
+        self.b_mag = latent_param(jnp.zeros((d_sae,), dtype), ("latent",))
 
     def _mag(self, xs: jax.Array) -> jax.Array:
         W_mag = self.W_enc[...] * jnp.exp(self.r_mag[...])[None, :]
@@ -151,10 +138,8 @@ class GatedSAE(DenseSAE):
           ``GatedTrainingSAE`` (``l1_loss`` on ``relu(π_gate) · ‖W_dec‖``,
           ``auxiliary_reconstruction_loss`` through detached ``W_dec`` and ``b_dec``).
         """
-        check_batch(x, self.d_in)
-        check_dead_mask(dead_mask, self.d_sae)
-        check_coef(l1_coef, "l1_coef")
-        return _gated_loss(self, jnp.asarray(x), dead_mask, l1_coef)
+        x = self._check_loss_inputs(x, dead_mask, l1_coef=l1_coef)
+        return _gated_loss(self, x, dead_mask, l1_coef)
 
 
 def _gated_loss(model: GatedSAE, x: jax.Array, dead_mask, l1_coef):

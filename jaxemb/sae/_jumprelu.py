@@ -13,9 +13,14 @@ from flax import nnx
 from jax.typing import ArrayLike
 
 from jaxemb import _validate as v
-from jaxemb.sae._base import SAEOutput, check_batch, latent_param
-from jaxemb.sae._config import SAEConfig, dtype_name
-from jaxemb.sae._module import DenseSAE, check_coef, check_dead_mask, recon_metrics
+from jaxemb.sae._base import SAEOutput, latent_param
+from jaxemb.sae._config import TrainedSAEConfig
+from jaxemb.sae._module import (
+    DenseSAE,
+    check_coef,
+    config_from_arguments,
+    recon_metrics,
+)
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
 
@@ -131,7 +136,7 @@ def _check_st(x: Any, threshold: Any, bandwidth: Any) -> None:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class JumpReluConfig(SAEConfig):
+class JumpReluConfig(TrainedSAEConfig):
     """Hyperparameters of :class:`JumpReluSAE`: its constructor's arguments, with its defaults."""
 
     variant: ClassVar[str] = "jumprelu"
@@ -141,8 +146,6 @@ class JumpReluConfig(SAEConfig):
     l0_coef: float = 1e-3
     bandwidth: float = 0.001
     init_threshold: float = 0.001
-    dead_threshold: int = 10_000_000
-    init_encoder_from_decoder: bool = True
     normalize_decoder: bool = True
 
 
@@ -201,30 +204,11 @@ class JumpReluSAE(DenseSAE):
         check_coef(l0_coef, "l0_coef")
         v.check_positive(bandwidth, "bandwidth")
         v.check_positive(init_threshold, "init_threshold")
-        self._init_shared(
-            d_in,
-            d_sae,
-            rngs,
-            dead_threshold=dead_threshold,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            normalize_decoder=normalize_decoder,
-            param_dtype=param_dtype,
-        )
+        self._setup(config_from_arguments(JumpReluConfig, locals()), rngs, input_scale=True)
         self.l0_coef = float(l0_coef)
         self.bandwidth = float(bandwidth)
         self.log_threshold = latent_param(
-            jnp.full((d_sae,), np.log(init_threshold), param_dtype), ("latent",)
-        )
-        self.config = JumpReluConfig(
-            d_in=d_in,
-            d_sae=d_sae,
-            param_dtype=dtype_name(param_dtype),
-            l0_coef=l0_coef,
-            bandwidth=bandwidth,
-            init_threshold=init_threshold,
-            dead_threshold=dead_threshold,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            normalize_decoder=self.normalize_decoder,
+            jnp.full((d_sae,), np.log(init_threshold), self.W_dec[...].dtype), ("latent",)
         )
 
     @property
@@ -270,10 +254,8 @@ class JumpReluSAE(DenseSAE):
         References:
           Rajamanoharan et al. (2024), App. J (``loss``, ``step``, ``jumprelu`` pseudo-code).
         """
-        check_batch(x, self.d_in)
-        check_dead_mask(dead_mask, self.d_sae)
-        check_coef(l0_coef, "l0_coef")
-        return _jumprelu_loss(self, jnp.asarray(x), dead_mask, l0_coef)
+        x = self._check_loss_inputs(x, dead_mask, l0_coef=l0_coef)
+        return _jumprelu_loss(self, x, dead_mask, l0_coef)
 
 
 def _jumprelu_loss(model: JumpReluSAE, x: jax.Array, dead_mask, l0_coef):

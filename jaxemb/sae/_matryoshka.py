@@ -19,21 +19,19 @@ from jaxemb.sae._base import (
     SparseCode,
     check_batch,
     check_code,
-    set_sae_params,
     sum_squared_error,
     total_variance,
 )
-from jaxemb.sae._config import SAEConfig, dtype_name
-from jaxemb.sae._dead import check_threshold
+from jaxemb.sae._config import TrainedSAEConfig
 from jaxemb.sae._kernels import _sparse_decode, _topk_encode
-from jaxemb.sae._module import check_dead_mask
+from jaxemb.sae._module import SAEModule, config_from_arguments
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
 _REDUCTIONS = ("mean", "sum")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MatryoshkaConfig(SAEConfig):
+class MatryoshkaConfig(TrainedSAEConfig):
     """Hyperparameters of :class:`MatryoshkaSAE`: its constructor's arguments, with its defaults."""
 
     variant: ClassVar[str] = "matryoshka"
@@ -45,13 +43,11 @@ class MatryoshkaConfig(SAEConfig):
     group_sizes: tuple[int, ...]
     batch_topk: bool = False
     reduction: str = "mean"
-    dead_threshold: int = 10_000_000
     aux_coef: float = 1 / 32
-    init_encoder_from_decoder: bool = True
     normalize_decoder: bool = True
 
 
-class MatryoshkaSAE(nnx.Module):
+class MatryoshkaSAE(SAEModule):
     """TopK / BatchTopK SAE whose latents form nested prefixes that must each reconstruct ``x``.
 
     The ``d_sae`` latents are split into consecutive groups of sizes ``group_sizes`` (summing to
@@ -122,50 +118,20 @@ class MatryoshkaSAE(nnx.Module):
         normalize_decoder: bool = True,
         param_dtype: Any = jnp.float32,
     ):
-        v.check_int(d_in, "d_in", minimum=1)
         v.check_int(d_sae, "d_sae", minimum=1)
         v.check_int(k, "k")
         if not 1 <= k <= d_sae:
             raise ValueError(f"k must be in [1, d_sae={d_sae}]; got {k}")
-        sizes = _check_group_sizes(group_sizes, d_sae)
+        group_sizes = _check_group_sizes(group_sizes, d_sae)
         v.check_choice(reduction, "reduction", _REDUCTIONS)
-        check_threshold(dead_threshold)
         v.check_positive(aux_coef, "aux_coef", strict=False)
-        if not jnp.issubdtype(param_dtype, jnp.floating):
-            raise ValueError(f"param_dtype must be a float dtype; got {param_dtype!r}")
-        self.d_in = d_in
-        self.d_sae = d_sae
+        self._setup(config_from_arguments(MatryoshkaConfig, locals()), rngs)
         self.k = k
-        self.group_sizes = sizes
-        self.prefix_sizes = tuple(int(m) for m in np.cumsum(sizes))
+        self.group_sizes = group_sizes
+        self.prefix_sizes = tuple(int(m) for m in np.cumsum(group_sizes))
         self.batch_topk = bool(batch_topk)
         self.reduction = reduction
-        self.dead_threshold = dead_threshold
         self.aux_coef = float(aux_coef)
-        self.normalize_decoder = bool(normalize_decoder)
-        set_sae_params(
-            self,
-            rngs.params(),
-            d_in,
-            d_sae,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            dtype=param_dtype,
-        )
-
-        # -- encoder ---------------------------------------------------------------------------
-        self.config = MatryoshkaConfig(
-            d_in=d_in,
-            d_sae=d_sae,
-            param_dtype=dtype_name(param_dtype),
-            k=k,
-            group_sizes=group_sizes,
-            batch_topk=batch_topk,
-            reduction=reduction,
-            dead_threshold=dead_threshold,
-            aux_coef=aux_coef,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            normalize_decoder=self.normalize_decoder,
-        )
 
     def _pre(self, x: jax.Array) -> jax.Array:
         return (x - self.b_dec[...][None, :]) @ self.W_enc[...] + self.b_enc[...][None, :]
@@ -320,9 +286,8 @@ class MatryoshkaSAE(nnx.Module):
           Bussmann et al., "Learning Multi-Level Features with Matryoshka Sparse Autoencoders"
           (2025), Sec. 3; Nabeshima, "Matryoshka Sparse Autoencoders" (2024).
         """
-        check_batch(x, self.d_in)
-        check_dead_mask(dead_mask, self.d_sae)
-        return _matryoshka_loss(self, jnp.asarray(x), dead_mask)
+        x = self._check_loss_inputs(x, dead_mask)
+        return _matryoshka_loss(self, x, dead_mask)
 
 
 def _matryoshka_loss(

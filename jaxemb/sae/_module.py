@@ -10,6 +10,7 @@ matching pursuit) share :func:`check_dead_mask` and, for AuxK, ``jaxemb.sae._aux
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -25,6 +26,7 @@ from jaxemb.sae._base import (
     sum_squared_error,
     total_variance,
 )
+from jaxemb.sae._config import SAEConfig
 from jaxemb.sae._dead import check_threshold
 from jaxemb.sae._scaling import InputScale, scale_inputs, unscale_outputs
 
@@ -53,7 +55,60 @@ def check_coef(value: Any, name: str) -> None:
         v.check_positive(value, name, strict=False)
 
 
-class DenseSAE(nnx.Module):
+class SAEModule(nnx.Module):
+    """Base of every SAE variant: its config, widths, dead-latent threshold and parameters.
+
+    A variant's constructor checks its own hyperparameters and calls :meth:`_setup` with its
+    config (``model.config``), which validates what every variant shares (``d_in``, ``d_sae``,
+    ``param_dtype``, ``dead_threshold``, ``rngs``) and creates ``W_enc``, ``b_enc``, ``W_dec``,
+    ``b_dec`` with their logical axes (and the input scale of the dense variants). The variant
+    then adds its hooks: the activation or selection (``_code`` / ``encode``), the sparsity
+    penalty or auxiliary loss in ``training_loss``.
+    """
+
+    def _setup(self, config: SAEConfig, rngs: nnx.Rngs, *, input_scale: bool = False) -> None:
+        v.check_int(config.d_in, "d_in", minimum=1)
+        v.check_int(config.d_sae, "d_sae", minimum=1)
+        if not isinstance(rngs, nnx.Rngs):
+            raise ValueError(f"rngs must be an nnx.Rngs; got {type(rngs).__name__}")
+        dtype = jnp.dtype(config.param_dtype)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"param_dtype must be a float dtype; got {config.param_dtype!r}")
+        threshold = getattr(config, "dead_threshold", None)
+        if threshold is not None:
+            check_threshold(threshold)
+            self.dead_threshold = threshold
+        self.d_in = config.d_in
+        self.d_sae = config.d_sae
+        self.normalize_decoder = bool(config.normalize_decoder)
+        set_sae_params(
+            self,
+            rngs.params(),
+            config.d_in,
+            config.d_sae,
+            init_encoder_from_decoder=getattr(config, "init_encoder_from_decoder", True),
+            dtype=dtype,
+        )
+        if input_scale:
+            self.input_scale = InputScale(jnp.ones((), jnp.float32))
+        self.config = config
+
+    def _check_loss_inputs(self, x: Any, dead_mask: Any, **coefficients: Any) -> jax.Array:
+        """Validates ``training_loss``'s inputs (and scheduled coefficients); returns ``x``."""
+        check_batch(x, self.d_in)
+        check_dead_mask(dead_mask, self.d_sae)
+        for name, value in coefficients.items():
+            check_coef(value, name)
+        return jnp.asarray(x)
+
+
+def config_from_arguments(config_cls: type[SAEConfig], arguments: dict[str, Any]) -> SAEConfig:
+    """The config of a constructor call: its arguments (``locals()``) that are config fields."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls.create({k: v for k, v in arguments.items() if k in names})
+
+
+class DenseSAE(SAEModule):
     """Shared body of the SAEs with dense ``[N, d_sae]`` codes (ReLU, BatchTopK, JumpReLU, Gated).
 
     Holds ``W_enc``, ``b_enc``, ``W_dec``, ``b_dec`` (``nnx.Param``) and ``input_scale``
@@ -61,38 +116,6 @@ class DenseSAE(nnx.Module):
     ``input_scale`` before encoding and reconstructions divided by it after decoding, so the
     public methods speak the caller's units and the losses the normalised ones.
     """
-
-    def _init_shared(
-        self,
-        d_in: int,
-        d_sae: int,
-        rngs: nnx.Rngs,
-        *,
-        dead_threshold: int,
-        init_encoder_from_decoder: bool,
-        normalize_decoder: bool,
-        param_dtype: Any,
-    ) -> None:
-        v.check_int(d_in, "d_in", minimum=1)
-        v.check_int(d_sae, "d_sae", minimum=1)
-        check_threshold(dead_threshold)
-        if not isinstance(rngs, nnx.Rngs):
-            raise ValueError(f"rngs must be an nnx.Rngs; got {type(rngs).__name__}")
-        if not jnp.issubdtype(param_dtype, jnp.floating):
-            raise ValueError(f"param_dtype must be a float dtype; got {param_dtype!r}")
-        self.d_in = d_in
-        self.d_sae = d_sae
-        self.dead_threshold = dead_threshold
-        self.normalize_decoder = bool(normalize_decoder)
-        set_sae_params(
-            self,
-            rngs.params(),
-            d_in,
-            d_sae,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            dtype=param_dtype,
-        )
-        self.input_scale = InputScale(jnp.ones((), jnp.float32))
 
     # -- normalised-space internals --------------------------------------------------------
     def _pre(self, xs: jax.Array) -> jax.Array:

@@ -17,13 +17,12 @@ from jaxemb.sae._base import (
     _densify,
     check_batch,
     check_code,
-    set_sae_params,
     sum_squared_error,
     total_variance,
 )
-from jaxemb.sae._config import SAEConfig, dtype_name
+from jaxemb.sae._config import SAEConfig
 from jaxemb.sae._kernels import _sparse_decode
-from jaxemb.sae._module import check_dead_mask
+from jaxemb.sae._module import SAEModule, config_from_arguments
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
 
@@ -39,7 +38,7 @@ class MatchingPursuitConfig(SAEConfig):
     normalize_decoder: bool = True
 
 
-class MatchingPursuitSAE(nnx.Module):
+class MatchingPursuitSAE(SAEModule):
     """Sparse autoencoder whose encoder is ``n_steps`` of matching pursuit over the decoder rows.
 
     With atoms ``D_j = W_dec[j] / ‖W_dec[j]‖`` (decoder rows used at unit norm) and the
@@ -95,25 +94,9 @@ class MatchingPursuitSAE(nnx.Module):
         normalize_decoder: bool = True,
         param_dtype: Any = jnp.float32,
     ):
-        v.check_int(d_in, "d_in", minimum=1)
-        v.check_int(d_sae, "d_sae", minimum=1)
         v.check_int(n_steps, "n_steps", minimum=1)
-        if not jnp.issubdtype(param_dtype, jnp.floating):
-            raise ValueError(f"param_dtype must be a float dtype; got {param_dtype!r}")
-        self.d_in = d_in
-        self.d_sae = d_sae
+        self._setup(config_from_arguments(MatchingPursuitConfig, locals()), rngs)
         self.n_steps = n_steps
-        self.normalize_decoder = bool(normalize_decoder)
-        set_sae_params(
-            self, rngs.params(), d_in, d_sae, init_encoder_from_decoder=True, dtype=param_dtype
-        )
-        self.config = MatchingPursuitConfig(
-            d_in=d_in,
-            d_sae=d_sae,
-            param_dtype=dtype_name(param_dtype),
-            n_steps=n_steps,
-            normalize_decoder=self.normalize_decoder,
-        )
 
     def _atoms(self) -> jax.Array:
         W = self.W_dec[...]
@@ -275,9 +258,8 @@ class MatchingPursuitSAE(nnx.Module):
           Costa et al., "From Flat to Hierarchical: Extracting Sparse Representations with Matching
           Pursuit" (2025).
         """
-        check_batch(x, self.d_in)
-        check_dead_mask(dead_mask, self.d_sae)
-        return _mp_loss(self, jnp.asarray(x), dead_mask)
+        x = self._check_loss_inputs(x, dead_mask)
+        return _mp_loss(self, x, dead_mask)
 
 
 def _mp_loss(

@@ -13,15 +13,19 @@ from jax.typing import ArrayLike
 from jaxemb import _validate as v
 from jaxemb.sae._base import (
     SAEOutput,
-    check_batch,
 )
-from jaxemb.sae._config import SAEConfig, dtype_name
-from jaxemb.sae._module import DenseSAE, check_coef, check_dead_mask, recon_metrics
+from jaxemb.sae._config import TrainedSAEConfig
+from jaxemb.sae._module import (
+    DenseSAE,
+    check_coef,
+    config_from_arguments,
+    recon_metrics,
+)
 from jaxemb.sae._scaling import scale_inputs, unscale_outputs
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ReluConfig(SAEConfig):
+class ReluConfig(TrainedSAEConfig):
     """Hyperparameters of :class:`ReluSAE`: its constructor's arguments, with its defaults."""
 
     variant: ClassVar[str] = "relu"
@@ -30,8 +34,6 @@ class ReluConfig(SAEConfig):
 
     l1_coef: float = 5.0
     mode: str = "decoder_norm"
-    dead_threshold: int = 10_000_000
-    init_encoder_from_decoder: bool = True
     normalize_decoder: bool | None = None
 
 
@@ -91,27 +93,9 @@ class ReluSAE(DenseSAE):
         check_coef(l1_coef, "l1_coef")
         if normalize_decoder is None:
             normalize_decoder = mode == "plain"
-        self._init_shared(
-            d_in,
-            d_sae,
-            rngs,
-            dead_threshold=dead_threshold,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            normalize_decoder=normalize_decoder,
-            param_dtype=param_dtype,
-        )
+        self._setup(config_from_arguments(ReluConfig, locals()), rngs, input_scale=True)
         self.l1_coef = float(l1_coef)
         self.mode = mode
-        self.config = ReluConfig(
-            d_in=d_in,
-            d_sae=d_sae,
-            param_dtype=dtype_name(param_dtype),
-            l1_coef=l1_coef,
-            mode=mode,
-            dead_threshold=dead_threshold,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            normalize_decoder=self.normalize_decoder,
-        )
 
     def _code(self, xs: jax.Array, pre: jax.Array) -> jax.Array:
         return jax.nn.relu(pre)
@@ -152,10 +136,8 @@ class ReluSAE(DenseSAE):
           Anthropic, "Circuits Updates — April 2023"; SAELens ``StandardTrainingSAE``
           (``mse_loss`` summed over features, ``l1_loss`` weighted by ``W_dec.norm(dim=1)``).
         """
-        check_batch(x, self.d_in)
-        check_dead_mask(dead_mask, self.d_sae)
-        check_coef(l1_coef, "l1_coef")
-        return _relu_loss(self, jnp.asarray(x), dead_mask, l1_coef)
+        x = self._check_loss_inputs(x, dead_mask, l1_coef=l1_coef)
+        return _relu_loss(self, x, dead_mask, l1_coef)
 
 
 def _relu_loss(model: ReluSAE, x: jax.Array, dead_mask, l1_coef):

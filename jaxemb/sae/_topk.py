@@ -18,22 +18,20 @@ from jaxemb.sae._base import (
     _sparse_decode,
     check_batch,
     check_code,
-    set_sae_params,
     sum_squared_error,
     total_variance,
 )
-from jaxemb.sae._config import SAEConfig, dtype_name
-from jaxemb.sae._dead import check_threshold
+from jaxemb.sae._config import TrainedSAEConfig
 from jaxemb.sae._kernels import (
     _topk_encode,
     row_top_k,
 )
-from jaxemb.sae._module import check_dead_mask
+from jaxemb.sae._module import SAEModule, config_from_arguments
 from jaxemb.sae._scaling import input_scale, scale_inputs, unscale_outputs
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TopKConfig(SAEConfig):
+class TopKConfig(TrainedSAEConfig):
     """Hyperparameters of :class:`TopKSAE`: its constructor's arguments, with its defaults."""
 
     variant: ClassVar[str] = "topk"
@@ -42,13 +40,11 @@ class TopKConfig(SAEConfig):
     sparsify: ClassVar[bool] = True
 
     k: int
-    dead_threshold: int = 10_000_000
     aux_coef: float = 1 / 32
-    init_encoder_from_decoder: bool = True
     normalize_decoder: bool = True
 
 
-class TopKSAE(nnx.Module):
+class TopKSAE(SAEModule):
     """TopK sparse autoencoder: keep the ``k`` largest ReLU pre-activations of each row.
 
     ``pre = (x − b_dec) @ W_enc + b_enc``; ``values, indices = top_k(relu(pre), k)``;
@@ -102,39 +98,14 @@ class TopKSAE(nnx.Module):
         normalize_decoder: bool = True,
         param_dtype: Any = jnp.float32,
     ):
-        v.check_int(d_in, "d_in", minimum=1)
         v.check_int(d_sae, "d_sae", minimum=1)
         v.check_int(k, "k")
         if not 1 <= k <= d_sae:
             raise ValueError(f"k must be in [1, d_sae={d_sae}]; got {k}")
-        check_threshold(dead_threshold)
         v.check_positive(aux_coef, "aux_coef", strict=False)
-        if not jnp.issubdtype(param_dtype, jnp.floating):
-            raise ValueError(f"param_dtype must be a float dtype; got {param_dtype!r}")
-        self.d_in = d_in
-        self.d_sae = d_sae
+        self._setup(config_from_arguments(TopKConfig, locals()), rngs)
         self.k = k
-        self.dead_threshold = dead_threshold
         self.aux_coef = float(aux_coef)
-        self.normalize_decoder = bool(normalize_decoder)
-        set_sae_params(
-            self,
-            rngs.params(),
-            d_in,
-            d_sae,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            dtype=param_dtype,
-        )
-        self.config = TopKConfig(
-            d_in=d_in,
-            d_sae=d_sae,
-            param_dtype=dtype_name(param_dtype),
-            k=k,
-            dead_threshold=dead_threshold,
-            aux_coef=aux_coef,
-            init_encoder_from_decoder=init_encoder_from_decoder,
-            normalize_decoder=self.normalize_decoder,
-        )
 
     def pre_activations(self, x: ArrayLike) -> jax.Array:
         """``(x − b_dec) @ W_enc + b_enc``, ``[N, d_sae]``, before the ReLU and the top-k.
@@ -278,9 +249,8 @@ class TopKSAE(nnx.Module):
           Gao et al., "Scaling and evaluating sparse autoencoders" (2024), Sec. 2.3 and App. B.1;
           eai-sparsify ``SparseCoder.forward`` (``fvu``, ``auxk_loss``; ``auxk_alpha = 1/32``).
         """
-        check_batch(x, self.d_in)
-        check_dead_mask(dead_mask, self.d_sae)
-        return _topk_loss(self, jnp.asarray(x), dead_mask)
+        x = self._check_loss_inputs(x, dead_mask)
+        return _topk_loss(self, x, dead_mask)
 
 
 def _topk_loss(
