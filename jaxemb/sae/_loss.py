@@ -58,12 +58,18 @@ def loss(
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from jaxemb import sae
-      >>> model = sae.ReluSAE(2, 2, rngs=nnx.Rngs(0), l1_coef=0.5)
-      >>> model.W_enc[...] = jnp.eye(2)
-      >>> model.W_dec[...] = 2.0 * jnp.eye(2)            # ‖W_dec[j]‖ = 2
-      >>> value, metrics = sae.loss(model, jnp.array([[1.0, 0.0]]))
-      >>> float(metrics["recon"]), float(metrics["l1"]), float(value)   # x̂ = [2, 0]; z = [1, 0]
-      (1.0, 2.0, 2.0)
+      >>> x = jnp.array([[1.0, 0.0], [0.0, 3.0]])
+      >>> relu = sae.ReluSAE(2, 4, rngs=nnx.Rngs(0))
+      >>> topk = sae.TopKSAE(2, 4, k=1, rngs=nnx.Rngs(0))
+      >>> for model, hyper in ((relu, {"l1_coef": 0.0}), (topk, {})):
+      ...     value, metrics = sae.loss(model, x, **hyper)
+      ...     print(type(model).__name__, sorted(metrics)[:3], bool(value >= 0))
+      ReluSAE ['dead_fraction', 'fvu', 'l0'] True
+      TopKSAE ['auxk', 'dead_fraction', 'fvu'] True
+      >>> sae.loss(topk, x, l1_coef=1.0)
+      Traceback (most recent call last):
+      ...
+      ValueError: l1_coef is not a hyperparameter of TopKSAE.training_loss; expected one of []
 
     References:
       eai-sparsify ``SparseCoder.forward`` and SAELens ``TrainingSAE.training_forward_pass``
