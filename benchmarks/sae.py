@@ -14,7 +14,7 @@ interleaved calls after warm-up), and prints the ratio (target ≤ 1.5).
 
 When ``sparsify`` (EleutherAI, PyTorch) is importable it also times its ``SparseCoder`` doing
 the same step (forward with ``dead_mask``, backward, ``torch.optim.Adam``) and prints the
-throughput ratio jaxemb / sparsify (target ≥ 2.0); otherwise that line says it was skipped.
+throughput ratio jaxemb / sparsify (targets ≥ 1.3 on a CPU, ≥ 2.0 on a GPU against its Triton kernels); otherwise that line says it was skipped.
 sparsify is never a dependency of jaxemb.
 
     python benchmarks/sae.py                                   # d_in 768, d_sae 24576, k 32, N 4096
@@ -120,7 +120,9 @@ def main() -> None:
     print(f"ratio step / matmul: {t_step / t_mm:.3f}  (target <= 1.5)")
 
     if importlib.util.find_spec("sparsify") is None:
-        print("sparsify: not importable, skipping the SparseCoder comparison (target >= 2.0)")
+        print(
+            "sparsify: not importable, skipping the SparseCoder comparison (targets >= 1.3 CPU, >= 2.0 GPU)"
+        )
         return
     import numpy as np
 
@@ -132,7 +134,9 @@ def main() -> None:
         return
     t_jax, t_sp = _median_times([jaxemb_step, sp_step], args.reps)
     print(f"SparseCoder Adam step (sparsify): {t_sp * 1e3:9.1f} ms")
-    print(f"throughput ratio jaxemb / sparsify: {t_sp / t_jax:.3f}  (target >= 2.0)")
+    print(
+        f"throughput ratio jaxemb / sparsify: {t_sp / t_jax:.3f}  (targets >= 1.3 CPU, >= 2.0 GPU)"
+    )
 
 
 if __name__ == "__main__":
