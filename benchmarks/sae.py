@@ -14,7 +14,8 @@ interleaved calls after warm-up), and prints the ratio (target ≤ 1.5).
 
 When ``sparsify`` (EleutherAI, PyTorch) is importable it also times its ``SparseCoder`` doing
 the same step (forward with ``dead_mask``, backward, ``torch.optim.Adam``) and prints the
-throughput ratio jaxemb / sparsify (targets ≥ 1.3 on a CPU, ≥ 2.0 on a GPU against its Triton kernels); otherwise that line says it was skipped.
+throughput ratio jaxemb / sparsify (targets ≥ 1.3 on a CPU, ≥ 2.0 on a GPU against its Triton
+kernels); otherwise that line says it was skipped.
 sparsify is never a dependency of jaxemb.
 
     python benchmarks/sae.py                                   # d_in 768, d_sae 24576, k 32, N 4096
@@ -121,7 +122,8 @@ def main() -> None:
 
     if importlib.util.find_spec("sparsify") is None:
         print(
-            "sparsify: not importable, skipping the SparseCoder comparison (targets >= 1.3 CPU, >= 2.0 GPU)"
+            "sparsify: not importable, skipping the SparseCoder comparison "
+            "(targets >= 1.3 CPU, >= 2.0 GPU)"
         )
         return
     import numpy as np
