@@ -125,7 +125,11 @@ class DenseSAE(SAEModule):
         return z @ self.W_dec[...] + self.b_dec[...][None, :]
 
     def _code(self, xs: jax.Array, pre: jax.Array) -> jax.Array:
-        raise NotImplementedError
+        """The variant's activation hook: the dense code ``[N, d_sae]`` of ``pre``."""
+        raise TypeError(
+            f"{type(self).__name__} must define _code(xs, pre), its activation (DenseSAE is the "
+            "shared body of the dense variants, not an SAE by itself)"
+        )
 
     def _forward_n(self, xs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         pre = self._pre(xs)
