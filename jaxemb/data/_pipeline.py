@@ -74,7 +74,9 @@ class _EpochOrder:
             perm = self._cache.get(e)
             if perm is None:
                 perm = np.random.default_rng((self._seed, e)).permutation(self._n)
-                if len(self._cache) >= 4:  # a batch spans at most two epochs (or many tiny ones)
+                if self._n <= np.iinfo(np.int32).max:
+                    perm = perm.astype(np.int32)  # half the memory of a large epoch's order
+                if len(self._cache) >= 2:  # a batch no larger than an epoch spans at most two
                     self._cache.pop(min(self._cache))
                 self._cache[e] = perm
         return perm
