@@ -44,10 +44,20 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 _CACHE_ENV = "JAXEMB_TEST_JIT_CACHE_DIR"
 
 
+# One TFDS data directory per test run too (unless $JAXEMB_DATA_DIR is set): the datasets the
+# library prepares on first use (planted_dictionary, python_code_search, python_docs, digits)
+# are prepared once per run, under the builders' file lock, whichever test or worker asks first,
+# and the suite writes nothing under the home directory.
+_DATA_ENV = "JAXEMB_DATA_DIR"
+
+
 def pytest_configure(config):
     if _CACHE_ENV not in os.environ:
         os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="jaxemb-test-jit-cache-")
         config.stash[_cache_owner] = True
+    if not os.environ.get(_DATA_ENV):
+        os.environ[_DATA_ENV] = tempfile.mkdtemp(prefix="jaxemb-test-data-")
+        config.stash[_data_owner] = True
     jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
     # every program, however quick to compile: the xdist workers and re-built jits share them
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -57,9 +67,12 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if config.stash.get(_cache_owner, False):
         shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
+    if config.stash.get(_data_owner, False):
+        shutil.rmtree(os.environ.pop(_DATA_ENV), ignore_errors=True)
 
 
 _cache_owner = pytest.StashKey[bool]()
+_data_owner = pytest.StashKey[bool]()
 
 
 # Property tests draw the same examples on every run (seeded by each test's name), so a run of
@@ -85,18 +98,12 @@ def rng():
 
 
 @pytest.fixture(scope="session")
-def shared_data_dir(tmp_path_factory):
-    """One TFDS data directory shared by every test and xdist worker of the run.
-
-    For the large embedded datasets (``planted_dictionary``'s default config): they are
-    prepared once, under the builders' file lock, instead of once per test module.
+def shared_data_dir():
+    """The run's TFDS data directory ($JAXEMB_DATA_DIR, see pytest_configure), shared by every
+    test and xdist worker: the large embedded datasets (``planted_dictionary``'s default config)
+    are prepared once per run, under the builders' file lock, instead of once per test module.
     """
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the run's directory, above the per-worker ones
-    path = root / "shared_tfds"
-    path.mkdir(exist_ok=True)
-    return str(path)
+    return os.environ[_DATA_ENV]
 
 
 def pytest_collection_modifyitems(config, items):

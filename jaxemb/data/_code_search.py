@@ -511,9 +511,8 @@ def python_code_search_tokenizer(data_dir=None):
       ValueError: for an unusable ``data_dir`` or a prepared directory without the tokenizer.
 
     Examples:
-      >>> import tempfile
       >>> from jaxemb import data
-      >>> tok = data.python_code_search_tokenizer(data_dir=tempfile.mkdtemp())
+      >>> tok = data.python_code_search_tokenizer()  # prepares the dataset on first use
       >>> tok.get_vocab_size() <= 8000, tok.token_to_id("[PAD]"), tok.token_to_id("[CLS]")
       (True, 0, 2)
       >>> tok.encode("Return the sum of a and b.").tokens

@@ -21,12 +21,13 @@ def default_data_dir() -> pathlib.Path:
 
     Examples:
       >>> import os
+      >>> from unittest import mock
       >>> from jaxemb import data
-      >>> os.environ["JAXEMB_DATA_DIR"] = "/tmp/jaxemb-example-data"
-      >>> str(data.default_data_dir())
-      '/tmp/jaxemb-example-data'
-      >>> del os.environ["JAXEMB_DATA_DIR"]
-      >>> data.default_data_dir().parts[-3:]
+      >>> with mock.patch.dict(os.environ, {"JAXEMB_DATA_DIR": "/tmp/jaxemb-example-data"}):
+      ...     print(data.default_data_dir())
+      /tmp/jaxemb-example-data
+      >>> with mock.patch.dict(os.environ, {"JAXEMB_DATA_DIR": ""}):  # empty: the default
+      ...     print(data.default_data_dir().parts[-3:])
       ('.cache', 'jaxemb', 'tensorflow_datasets')
 
     References:
