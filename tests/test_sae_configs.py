@@ -50,6 +50,8 @@ def test_unknown_or_missing_keys_are_named():
 
 def test_train_sae_reads_the_config(tmp_path, capsys):
     argv = ["--workdir", str(tmp_path / "w"), "variant='relu'", "variant_kwargs={'l2_coef': 1.0}"]
+    argv.append(f"data_dir={str(tmp_path / 'data')!r}")
     assert train_sae.main(argv) == 2
     err = capsys.readouterr().err
     assert "'l2_coef' is not a setting of ReluConfig" in err and "l1_coef" in err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "w").exists()  # before any work
