@@ -37,8 +37,8 @@ def _read_split(split, data_dir):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("code_search_data")
+def data_dir(shared_data_dir):
+    return pathlib.Path(shared_data_dir)  # prepared once per test run (the experiment's too)
 
 
 @pytest.fixture(scope="module")
@@ -251,17 +251,37 @@ def test_tokenizer_layout_and_round_trip(tokenizer, splits):
     assert n_checked > 0.9 * len(texts)
 
 
-def test_rebuild_is_deterministic(tokenizer, data_dir, tmp_path):
+def test_rebuild_is_deterministic(splits, tokenizer, data_dir, tmp_path):
+    """A second preparation, in another directory and another process, holds the same examples
+    in the same order, the same tokenizer and the same metadata.
+
+    The array_record files themselves are compared by their records: TFDS serializes each
+    example as a ``tf.train.Example`` whose feature map protobuf (upb) writes in a per-process
+    hash order, so the container bytes of two processes differ for equal records.
+    """
     del tokenizer  # the first preparation is done
-    data.data_source("python_code_search", "test", data_dir=tmp_path)
+    script = (
+        "import json, sys\n"
+        "from jaxemb import data\n"
+        "out = {}\n"
+        "for split in ('train', 'test'):\n"
+        "    source = data.data_source('python_code_search', split, data_dir=sys.argv[1])\n"
+        "    out[split] = [{k: v.decode() for k, v in source[i].items()}\n"
+        "                  for i in range(len(source))]\n"
+        "json.dump(out, open(sys.argv[2], 'w'))\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), str(tmp_path / "records.json")],
+        check=True,
+        capture_output=True,
+    )
+    again = json.loads((tmp_path / "records.json").read_text())
+    for split in ("train", "test"):
+        assert again[split] == splits[split], split
     first = data_dir / "python_code_search" / "2.0.0"
     second = tmp_path / "python_code_search" / "2.0.0"
-    files = sorted(p.name for p in first.iterdir() if "array_record" in p.name) + [
-        "tokenizer.json",
-        "metadata.json",
-    ]
-    assert len(files) == 4
-    for name in files:
+    assert sorted(p.name for p in first.iterdir()) == sorted(p.name for p in second.iterdir())
+    for name in ("tokenizer.json", "metadata.json"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     meta = json.loads((first / "metadata.json").read_text())
     assert meta["python_version"] == sys.version
