@@ -108,15 +108,10 @@ class TrainSAEConfig(experiment.Config):
         variants = sae.sae_variants()
         if self.variant not in variants:
             raise self.invalid("variant", f"one of {sorted(variants)}")
-        # the variant's keys are checked here, before any data is read (values: _build_model)
-        config_cls = sae.sae_configs()[self.variant]
-        names = sorted(f.name for f in dataclasses.fields(config_cls))
-        unknown = [key for key in self.variant_kwargs if key not in names]
-        if unknown:
-            raise self.error(
-                f"variant_kwargs: {unknown[0]!r} is not a setting of {config_cls.__name__} (the "
-                f"{self.variant} SAE); valid keys: {names}."
-            )
+        try:  # the variant's keys before any data is read (their values: _build_model)
+            sae.sae_configs()[self.variant].check_keys(self.variant_kwargs)
+        except ValueError as e:
+            raise self.error(f"variant_kwargs: {e}.") from e
         if self.k > self.d_sae:
             raise self.invalid("k", f"at most d_sae={self.d_sae}")
         if not self.source:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import jax.numpy as jnp
@@ -40,6 +40,32 @@ class SAEConfig:
     sparsify: ClassVar[bool] = False
 
     @classmethod
+    def check_keys(cls, keys: Iterable[str]) -> None:
+        """Refuses a key that is not a setting of this config (before any value is needed).
+
+        Args:
+          keys: setting names, e.g. a mapping of overrides.
+
+        Raises:
+          ValueError: naming the first unknown key (in sorted order) and listing the valid ones.
+
+        Examples:
+          >>> from jaxemb.sae import ReluConfig
+          >>> ReluConfig.check_keys({"l1_coef": 3.0})
+          >>> ReluConfig.check_keys({"l2_coef": 1.0})
+          Traceback (most recent call last):
+          ...
+          ValueError: 'l2_coef' is not a setting of ReluConfig (the relu SAE); valid keys: [...]
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(keys) - set(names))
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]!r} is not a setting of {cls.__name__} (the {cls.variant} SAE); "
+                f"valid keys: {names}"
+            )
+
+    @classmethod
     def create(cls, values: Mapping[str, Any]) -> SAEConfig:
         """A config from a mapping of field values (lists become tuples; dtypes their names).
 
@@ -59,13 +85,7 @@ class SAEConfig:
         """
         if not isinstance(values, Mapping):
             raise ValueError(f"values must be a mapping; got {type(values).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(
-                f"{unknown[0]!r} is not a setting of {cls.__name__} (the {cls.variant} SAE); "
-                f"valid keys: {names}"
-            )
+        cls.check_keys(values)
         required = [
             f.name
             for f in dataclasses.fields(cls)
